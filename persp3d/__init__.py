@@ -14,17 +14,29 @@ from persp3d.cameras import (
     r2n2_cameras,
     spherical_cameras,
 )
+from persp3d.grids import Frustum, depth_schedule, frustum_grid, near_far
+from persp3d.projection import naive_project, project
+from persp3d.sampling import sample_volume
+from persp3d.transformer import PerspectiveTransformer
 from persp3d.volume import VolumeBox, grid_to_world_coords, world_to_grid_coords
 
 __all__ = [
     "Cameras",
+    "Frustum",
+    "PerspectiveTransformer",
     "VolumeBox",
     "__version__",
+    "depth_schedule",
+    "frustum_grid",
     "grid_to_world_coords",
     "intrinsics_from_fov",
     "look_at",
+    "naive_project",
+    "near_far",
     "orbit_cameras",
+    "project",
     "r2n2_cameras",
+    "sample_volume",
     "spherical_cameras",
     "world_to_grid_coords",
 ]

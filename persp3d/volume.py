@@ -22,7 +22,7 @@ import torch
 
 from persp3d._checks import check_shape
 
-__all__ = ["VolumeBox", "grid_to_world_coords", "world_to_grid_coords"]
+__all__ = ["VolumeBox", "grid_to_world_coords", "world_to_grid_coords", "world_to_grid_vectors"]
 
 
 class VolumeBox:
@@ -149,6 +149,16 @@ def world_to_grid_coords(points_world: torch.Tensor, box: VolumeBox) -> torch.Te
     lo = points_world.new_tensor(box.min)
     size = points_world.new_tensor(box.size)
     return (points_world - lo) * (2.0 / size) - 1.0
+
+
+def world_to_grid_vectors(vectors_world: torch.Tensor, box: VolumeBox) -> torch.Tensor:
+    """The linear part of :func:`world_to_grid_coords`: ``(..., 3)`` world displacements
+    (e.g. ray directions) -> ``(..., 3)`` displacements in grid coordinates.
+
+    ``world_to_grid_coords(p + s * d) == world_to_grid_coords(p) + s * world_to_grid_vectors(d)``.
+    """
+    check_shape(vectors_world, "... 3", "vectors_world")
+    return vectors_world * (2.0 / vectors_world.new_tensor(box.size))
 
 
 def grid_to_world_coords(grid_coords: torch.Tensor, box: VolumeBox) -> torch.Tensor:
