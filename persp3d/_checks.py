@@ -64,10 +64,11 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 def check_image_size(image_size: object, name: str = "image_size") -> tuple[int, int]:
     """Return ``image_size`` as ``(H, W)`` positive ints, or raise ``ValueError``.
 
-    Accepts an int (square), a pair of ints, or a 1-D tensor of two integers.
+    Accepts an int (square), a pair of ints (Python or NumPy), or a 1-D tensor or array of
+    two integers.
     """
-    if isinstance(image_size, torch.Tensor):
-        image_size = image_size.tolist()
+    if isinstance(image_size, torch.Tensor) or type(image_size).__module__ == "numpy":
+        image_size = image_size.tolist()  # tensors, arrays and NumPy integers
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     if not isinstance(image_size, Sequence) or len(image_size) != 2:
@@ -76,6 +77,8 @@ def check_image_size(image_size: object, name: str = "image_size") -> tuple[int,
     for value in image_size:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if type(value).__module__ == "numpy" and not isinstance(value, (bool, float)):
+            value = value.item()  # a NumPy integer, e.g. from a metadata array
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{name} must hold integers (H, W); got {image_size!r}")
         if value <= 0:

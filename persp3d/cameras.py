@@ -63,6 +63,8 @@ class Cameras:
         image_size: ``(H, W)`` in pixels, shared by every camera.
 
     The batch shapes of ``K``, ``R`` and ``t`` broadcast to the cameras' ``batch_shape``.
+    Points and pixels of another floating dtype than the cameras' are handled in the
+    promoted dtype (float32 cameras and float64 points give float64 results).
     The tensors keep their autograd history, so anything computed from a ``Cameras`` is
     differentiable with respect to ``K``, ``R`` and ``t``.
 
@@ -233,8 +235,24 @@ class Cameras:
         sizes = {c.image_size for c in cameras}
         if len(sizes) != 1:
             raise ValueError(f"cameras must share one image_size; got {sorted(sizes)}")
+        ndim = cameras[0].ndim
+        if ndim == 0:
+            raise ValueError(
+                "cameras must have a batch dimension to concatenate; got batch shape () "
+                "(use Cameras.stack)"
+            )
+        if not -ndim <= dim < ndim:
+            raise ValueError(f"dim must lie in [{-ndim}, {ndim}); got {dim}")
         if dim < 0:
-            dim += cameras[0].ndim
+            dim += ndim
+        shapes = [tuple(c.batch_shape) for c in cameras]
+        if any(
+            len(sh) != ndim or sh[:dim] + sh[dim + 1 :] != shapes[0][:dim] + shapes[0][dim + 1 :]
+            for sh in shapes
+        ):
+            raise ValueError(
+                f"cameras must have equal batch shapes except along dim {dim}; got {shapes}"
+            )
         return Cameras._new(
             torch.cat([c.K for c in cameras], dim=dim),
             torch.cat([c.R for c in cameras], dim=dim),
@@ -251,8 +269,13 @@ class Cameras:
         if len(sizes) != 1:
             raise ValueError(f"cameras must share one image_size; got {sorted(sizes)}")
         ndim = cameras[0].ndim
+        if not -ndim - 1 <= dim <= ndim:
+            raise ValueError(f"dim must lie in [{-ndim - 1}, {ndim}]; got {dim}")
         if dim < 0:
             dim += ndim + 1
+        shapes = [tuple(c.batch_shape) for c in cameras]
+        if len(set(shapes)) != 1:
+            raise ValueError(f"cameras must have equal batch shapes; got {shapes}")
         return Cameras._new(
             torch.stack([c.K for c in cameras], dim=dim),
             torch.stack([c.R for c in cameras], dim=dim),
@@ -292,9 +315,18 @@ class Cameras:
         return self.K @ torch.cat([self.R, self.t.unsqueeze(-1)], dim=-1)
 
     # -- points ---------------------------------------------------------------------------
+    def _promoted(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, ...]:
+        """``x``, K, R and t cast to one floating dtype, the promotion of ``x``'s and the
+        cameras' (float32 cameras take float64 points and return float64)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+        dtype = torch.promote_types(x.dtype, self.dtype)
+        return x.to(dtype), self.K.to(dtype), self.R.to(dtype), self.t.to(dtype)
+
     def _broadcast_params(self, points: torch.Tensor, add_view_axis: bool):
-        """K, R, t shaped to broadcast against ``points`` ``(..., N, 3)``."""
-        K, R, t = self.K, self.R, self.t
+        """K, R, t shaped to broadcast against ``points`` ``(..., N, 3)``, all in the
+        promoted dtype of the points and the cameras."""
+        points, K, R, t = self._promoted(points, "points")
         if add_view_axis and self.batch_shape:
             points = points.unsqueeze(-3)  # (..., 1, N, 3)
         return points, K.unsqueeze(-3), R.unsqueeze(-3), t.unsqueeze(-2)
@@ -325,7 +357,7 @@ class Cameras:
         Convention: ``uv = (K @ (R @ X + t))[:2] / depth``.
         """
         points_cam = self.world_to_camera(points)  # (..., V, N, 3)
-        K = self.K.unsqueeze(-3)  # (*batch, 1, 3, 3)
+        K = self.K.to(points_cam.dtype).unsqueeze(-3)  # (*batch, 1, 3, 3)
         depth = points_cam[..., 2]
         xy = points_cam[..., :2] / depth.unsqueeze(-1)
         u = K[..., 0, 0] * xy[..., 0] + K[..., 0, 1] * xy[..., 1] + K[..., 0, 2]
@@ -343,7 +375,10 @@ class Cameras:
             ``(*batch, N, 3)`` camera-space points.
         """
         check_shape(uv, "... 2", "uv")
-        K = self.K.unsqueeze(-3)  # (*batch, 1, 3, 3)
+        if isinstance(depth, torch.Tensor) and depth.is_floating_point():
+            uv = uv.to(torch.promote_types(uv.dtype, depth.dtype))
+        uv, K, _, _ = self._promoted(uv, "uv")
+        K = K.unsqueeze(-3)  # (*batch, 1, 3, 3)
         fx, fy, s = K[..., 0, 0], K[..., 1, 1], K[..., 0, 1]
         cx, cy = K[..., 0, 2], K[..., 1, 2]
         y = (uv[..., 1] - cy) / fy
@@ -355,8 +390,9 @@ class Cameras:
     def camera_to_world(self, points_cam: torch.Tensor) -> torch.Tensor:
         """Camera points ``(*batch, N, 3)`` (or broadcastable) -> world ``(*batch, N, 3)``."""
         check_shape(points_cam, "... 3", "points_cam")
-        R = self.R.unsqueeze(-3)  # (*batch, 1, 3, 3)
-        t = self.t.unsqueeze(-2)  # (*batch, 1, 3)
+        points_cam, _, R, t = self._promoted(points_cam, "points_cam")
+        R = R.unsqueeze(-3)  # (*batch, 1, 3, 3)
+        t = t.unsqueeze(-2)  # (*batch, 1, 3)
         return ((points_cam - t).unsqueeze(-2) @ R).squeeze(-2)  # R^T (p - t)
 
     def unproject(self, uv: torch.Tensor, depth: torch.Tensor | float) -> torch.Tensor:
@@ -662,7 +698,7 @@ def look_at(
     Convention: OpenCV camera axes; forward = ``target - eye``, right = forward x up,
     down = forward x right, so ``up`` points to image row 0.
     """
-    eye_t, target_t, up_t = _as_float_tensors(eye, target, up)
+    eye_t, target_t, up_t = _as_float_tensors(eye, target, up, common=True)
     check_shape(eye_t, "... 3", "eye")
     check_shape(target_t, "... 3", "target")
     check_shape(up_t, "... 3", "up")
@@ -844,13 +880,22 @@ def r2n2_cameras(rows: Any, image_size: int | Sequence[int] = (137, 137)) -> Cam
     return Cameras(K, R, t, (H, W)).to(dtype=torch.float32)
 
 
-def _as_float_tensors(*values: Any) -> tuple[torch.Tensor, ...]:
+def _as_float_tensors(*values: Any, common: bool = False) -> tuple[torch.Tensor, ...]:
+    """Tensors of ``values``: floating tensors and arrays keep their dtype (a float64 NumPy
+    array stays float64), anything else becomes the default dtype; non-tensors are created
+    on the device of the first tensor among ``values``. With ``common`` all are cast to
+    their promoted dtype, so that they can be combined."""
+    # Non-tensors join the device of the first tensor given (a CUDA eye, a default target).
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
     out = []
     for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v if v.is_floating_point() else v.to(torch.get_default_dtype()))
-        else:
-            out.append(torch.as_tensor(v, dtype=torch.get_default_dtype()))
+        x = v if isinstance(v, torch.Tensor) else torch.as_tensor(v, device=device)
+        out.append(x if x.is_floating_point() else x.to(torch.get_default_dtype()))
+    if common and out:
+        dtype = out[0].dtype
+        for x in out[1:]:
+            dtype = torch.promote_types(dtype, x.dtype)
+        out = [x.to(dtype) for x in out]
     return tuple(out)
 
 
