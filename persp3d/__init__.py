@@ -6,6 +6,16 @@ conventions; the short version is in :mod:`persp3d.cameras` and :mod:`persp3d.vo
 """
 
 from persp3d._version import __version__
+from persp3d.affine import (
+    SpatialTransformer,
+    affine_grid,
+    affine_matrix_2d,
+    affine_matrix_3d,
+    affine_sample,
+    identity_theta,
+    invert_theta,
+    rotation_matrix_3d,
+)
 from persp3d.cameras import (
     Cameras,
     intrinsics_from_fov,
@@ -24,18 +34,26 @@ __all__ = [
     "Cameras",
     "Frustum",
     "PerspectiveTransformer",
+    "SpatialTransformer",
     "VolumeBox",
     "__version__",
+    "affine_grid",
+    "affine_matrix_2d",
+    "affine_matrix_3d",
+    "affine_sample",
     "depth_schedule",
     "frustum_grid",
     "grid_to_world_coords",
+    "identity_theta",
     "intrinsics_from_fov",
+    "invert_theta",
     "look_at",
     "naive_project",
     "near_far",
     "orbit_cameras",
     "project",
     "r2n2_cameras",
+    "rotation_matrix_3d",
     "sample_volume",
     "spherical_cameras",
     "world_to_grid_coords",
