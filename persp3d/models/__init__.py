@@ -1,3 +1,5 @@
 """Networks: image encoders and 3D occupancy decoders (they never import the transformer)."""
 
-__all__: list[str] = []
+from persp3d.models.occupancy import OccupancyPredictor, PredictorConfig
+
+__all__ = ["OccupancyPredictor", "PredictorConfig"]

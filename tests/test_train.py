@@ -1,0 +1,241 @@
+"""Training: config, checkpoints, exact resume after a kill, DDP with gloo, and the model,
+losses and metrics it uses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from persp3d import losses, metrics
+from persp3d.models import OccupancyPredictor
+from persp3d.train.checkpoint import load_checkpoint, save_checkpoint
+from persp3d.train.config import Config, apply_overrides, load_config
+
+TINY = [
+    "data.kind=folder",
+    "model.image_size=32",
+    "model.resolution=16",
+    "model.width=8",
+    "model.latent_dim=32",
+    "model.decoder_width=16",
+    "train.batch_size=4",
+    "train.views_per_step=3",
+    "train.projection_size=16",
+    "train.depth_samples=16",
+    "train.val_objects=4",
+    "train.eval_every=4",
+    "train.checkpoint_every=3",
+    "train.progress=false",
+    "train.threads=1",
+    "data.voxel_resolution=16",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A small procedural dataset: 3 categories x 10 objects, 8 views of 32 x 32."""
+    from persp3d.datasets.procedural import ProceduralConfig, generate_procedural
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    config = ProceduralConfig(
+        categories=("chair", "table", "mug"),
+        per_category=10,
+        n_views=8,
+        image_size=32,
+        voxel_resolutions=(16,),
+        store_depth=False,
+    )
+    generate_procedural(root, config, workers=0, progress=False)
+    return root
+
+
+def _config(data_root, out, *extra):
+    return load_config(None, [*TINY, f"data.root={data_root}", f"train.out={out}", *extra])
+
+
+def test_config_overrides_yaml_round_trip_and_errors(tmp_path):
+    cfg = apply_overrides(
+        Config(),
+        [
+            "optim.lr=3e-4",
+            "model.norm=group",
+            "data.categories=[chair, mug]",
+        ],
+    )
+    assert cfg.optim.lr == pytest.approx(3e-4) and cfg.model.norm == "group"
+    assert cfg.data.categories == ["chair", "mug"]
+    cfg.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    with pytest.raises(ValueError, match="unknown option 'train.nope'"):
+        apply_overrides(cfg, ["train.nope=1"])
+    with pytest.raises(ValueError, match="section.field=value"):
+        apply_overrides(cfg, ["lr=1"])
+
+
+def test_checkpoints_are_atomic_and_never_unpickle_objects(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"step": 3, "w": torch.ones(2)})
+    assert load_checkpoint(path)["step"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary left behind
+    torch.save({"evil": Path("/etc/passwd")}, tmp_path / "evil.pt")  # a pickled object
+    with pytest.raises(ValueError, match="not a readable persp3d checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "broken.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_model_shapes_summary_and_bad_input():
+    model = OccupancyPredictor(
+        image_size=32, resolution=16, width=8, latent_dim=16, decoder_width=16, in_channels=1
+    )
+    out = model(torch.rand(2, 1, 32, 32))
+    assert out.shape == (2, 1, 16, 16, 16)
+    assert "M parameters" in model.summary()
+    with pytest.raises(ValueError, match=r"image must be \(B, 1, 32, 32\)"):
+        model(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="resolution must be 4 \\* 2\\^k"):
+        OccupancyPredictor(resolution=24)
+
+
+def test_losses_and_metrics_on_known_cases():
+    a = torch.zeros(1, 1, 1, 8, 8)
+    a[..., 2:6, 2:6] = 1
+    b = torch.roll(a, 2, dims=-1)  # half overlap: IoU = 8 / 24
+    assert losses.soft_iou_loss(a, a).item() == pytest.approx(0.0, abs=1e-5)
+    assert losses.soft_iou_loss(a, b).item() == pytest.approx(1 - 8 / 24, abs=1e-5)
+    assert losses.silhouette_l2(a, b).item() == pytest.approx(16 / 64)
+    s = metrics.silhouette_scores(a, b)
+    assert s["iou"].item() == pytest.approx(8 / 24)
+    assert s["precision"].item() == pytest.approx(0.5) and s["recall"].item() == pytest.approx(0.5)
+    assert metrics.boundary_fscore(a, a).item() == pytest.approx(1.0)
+    assert (
+        metrics.boundary_fscore(a, torch.roll(a, 1, dims=-1)).item()
+        > metrics.boundary_fscore(a, b).item()
+    )
+    v = torch.zeros(1, 1, 4, 4, 4)
+    v[..., :2] = 1
+    assert metrics.iou_3d(v, v).item() == 1.0
+    assert metrics.iou_3d(v, 1 - v).item() == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        losses.silhouette_l2(a, a[..., :4])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tiny_data, tmp_path):
+    from persp3d.train.trainer import Trainer
+
+    steps = 10
+    full = tmp_path / "full"
+    Trainer(_config(tiny_data, full, f"train.max_steps={steps}")).fit()
+
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "persp3d.train.cli",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(killed),
+        "--max-steps",
+        str(steps),
+        *[a for o in TINY for a in ("--set", o)],
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once a checkpoint exists and it has gone past it
+        rows = (
+            (killed / "steps.csv").read_text().splitlines()
+            if (killed / "steps.csv").exists()
+            else []
+        )
+        if (killed / "last.pt").exists() and len(rows) > 5:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed_from = load_checkpoint(killed / "last.pt")["step"]
+    assert 0 < resumed_from < steps
+
+    Trainer(_config(tiny_data, killed, f"train.max_steps={steps}"), resume=True).fit()
+    read = lambda run: [r.split(",")[:2] for r in (run / "steps.csv").read_text().splitlines()[1:]]  # noqa: E731
+    assert read(killed) == read(full)  # every step's loss, bit for bit as printed (8 digits)
+    assert len(read(full)) == steps
+    final_full = load_checkpoint(full / "last.pt")["model"]
+    final_killed = load_checkpoint(killed / "last.pt")["model"]
+    for k in final_full:
+        torch.testing.assert_close(final_killed[k], final_full[k], rtol=0, atol=0)
+
+
+DDP_SCRIPT = r"""
+import json, sys, torch, torch.distributed as dist
+from persp3d.train.config import load_config
+from persp3d.train.trainer import Trainer
+cfg = load_config(None, json.loads(sys.argv[1]))
+trainer = Trainer(cfg)
+trainer.fit()
+flat = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
+gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+if dist.get_rank() == 0:
+    same = all(torch.equal(gathered[0], g) for g in gathered)
+    print(json.dumps({"same": same, "world": dist.get_world_size(), "steps": trainer.step}))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_gloo_ranks_hold_identical_weights(tiny_data, tmp_path):
+    overrides = [
+        *TINY,
+        f"data.root={tiny_data}",
+        f"train.out={tmp_path / 'ddp'}",
+        "train.max_steps=3",
+    ]
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(script),
+            json.dumps(overrides),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    assert result == {"same": True, "world": 2, "steps": 3}
+
+
+@pytest.mark.slow
+def test_eval_writes_per_category_report_and_figure(tiny_data, tmp_path):
+    from persp3d.train.evaluate import evaluate
+    from persp3d.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(_config(tiny_data, run, "train.max_steps=4")).fit()
+    report = evaluate(str(run), str(tiny_data), "test", limit=3, chamfer_points=200)
+    assert set(report["per_category"]) <= {"chair", "table", "mug"}
+    assert report["threshold"] in report["threshold_sweep_val"]
+    assert 0.0 <= report["overall"]["iou_3d"] <= 1.0 and report["overall"]["n"] == 3
+    for name in ("eval_test.json", "eval_test.md", "eval_test.png"):
+        assert (run / name).stat().st_size > 0
+    assert "| **overall** | 3 |" in (run / "eval_test.md").read_text()
