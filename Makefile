@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format bench clean
+.PHONY: setup test lint format bench train clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,14 @@ format: setup
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The main job: self-supervised training on the procedural default (generated on first use,
+# ~1 minute), 20 minutes on the CPU, then evaluation on its test split.
+RUN ?= runs/default
+TRAIN_ARGS ?= --max-minutes 20
+train: setup
+	$(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS)
+	$(VENV)/bin/persp3d eval $(RUN) --split test
 
 bench: setup
 	$(PY) benchmarks/bench_projection.py $(BENCH_ARGS)
