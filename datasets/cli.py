@@ -1,0 +1,280 @@
+"""``persp3d data``: make, import and inspect multi-view datasets from the command line.
+
+    persp3d data make procedural --out DIR [--categories ...] [--per-category N] [...]
+    persp3d data import MESH_DIR --out DIR [--strict] [...]
+    persp3d data info DIR [--sheet PNG]
+
+Plugged into ``persp3d`` by :mod:`persp3d.train.cli` (``add_arguments`` / ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "contact_sheet", "dataset_info", "run"]
+
+
+def _render_arguments(p: argparse.ArgumentParser, voxels_default: tuple[int, ...]) -> None:
+    g = p.add_argument_group("views and ground truth")
+    g.add_argument("--views", type=int, default=24, help="views per object (default 24)")
+    g.add_argument("--image-size", type=int, default=64, help="square image side (default 64)")
+    g.add_argument("--elevation", type=float, default=30.0, help="degrees (default 30)")
+    g.add_argument(
+        "--elevation-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="draw each view's elevation uniformly from [LO, HI] degrees instead",
+    )
+    g.add_argument("--jitter", type=float, default=0.0, help="azimuth/elevation noise, degrees")
+    g.add_argument("--distance", type=float, default=2.0, help="camera distance (default 2)")
+    g.add_argument("--fov", type=float, default=40.0, help="vertical fov, degrees (default 40)")
+    g.add_argument(
+        "--voxels",
+        type=int,
+        nargs="*",
+        default=list(voxels_default),
+        metavar="R",
+        help=f"voxel resolutions to store (default {' '.join(map(str, voxels_default))})",
+    )
+    g.add_argument("--no-depth", action="store_true", help="do not store depth maps")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--overwrite", action="store_true", help="replace data made otherwise in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``make`` / ``import`` / ``info`` subcommands to ``parser``."""
+    from persp3d.datasets.shapes import CATEGORIES
+
+    sub = parser.add_subparsers(dest="data_command", metavar="{make,import,info}", required=True)
+    make = sub.add_parser("make", help="generate a dataset (the procedural shapes)")
+    make.add_argument("kind", choices=["procedural"], help="what to make")
+    make.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    make.add_argument(
+        "--categories", nargs="+", choices=sorted(CATEGORIES), metavar="CAT",
+        help=f"categories (default all: {', '.join(sorted(CATEGORIES))})",
+    )  # fmt: skip
+    make.add_argument(
+        "--per-category", type=int, default=None, help="objects per category (default 100)"
+    )
+    make.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    _render_arguments(make, (32, 64))
+
+    imp = sub.add_parser("import", help="render and voxelise a folder of meshes (ShapeNet or any)")
+    imp.add_argument("mesh_dir", type=Path, help="ShapeNetCore v1/v2 folder or any mesh folder")
+    imp.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    imp.add_argument(
+        "--voxel-method", choices=["auto", "fill", "parity"], default="auto",
+        help="ground-truth voxels (see persp3d.datasets.voxelize; default auto)",
+    )  # fmt: skip
+    imp.add_argument("--seed", type=int, default=0, help="seed of splits and view jitter")
+    imp.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    _render_arguments(imp, (32,))
+
+    info = sub.add_parser("info", help="counts, sizes and a contact sheet of a dataset")
+    info.add_argument("dir", type=Path, help="dataset folder (or R2N2 / mesh folder)")
+    info.add_argument(
+        "--sheet", type=Path, default=None, help="contact sheet PNG (default DIR/contact_sheet.png)"
+    )
+    info.add_argument("--no-sheet", action="store_true", help="do not write a contact sheet")
+    info.add_argument("--samples", type=int, default=8, help="samples on the sheet (default 8)")
+    info.add_argument("--sheet-views", type=int, default=4, help="views per sample (default 4)")
+
+
+def _render_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "n_views": args.views,
+        "image_size": args.image_size,
+        "elevation": args.elevation,
+        "elevation_range": tuple(args.elevation_range) if args.elevation_range else None,
+        "jitter": args.jitter,
+        "distance": args.distance,
+        "fov": args.fov,
+        "voxel_resolutions": tuple(args.voxels or ()),
+        "store_depth": not args.no_depth,
+    }
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``persp3d data ...``; returns the exit status (0 ok, 1 bad input, 2 usage)."""
+    from persp3d.datasets.cache import CorruptCacheError
+    from persp3d.datasets.multiview import DataError, DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = _show_warning
+        try:
+            if args.data_command == "make":
+                return _make(args)
+            if args.data_command == "import":
+                return _import(args)
+            return _info(args)
+        except (DataError, CorruptCacheError, FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted: what was written is whole; run the same command to resume",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+
+
+def _make(args: argparse.Namespace) -> int:
+    import time
+
+    from persp3d.datasets.procedural import (
+        DEFAULT_PER_CATEGORY,
+        ProceduralConfig,
+        generate_procedural,
+    )
+    from persp3d.datasets.shapes import CATEGORIES
+
+    config = ProceduralConfig(
+        categories=tuple(args.categories or CATEGORIES),
+        per_category=args.per_category or DEFAULT_PER_CATEGORY,
+        seed=args.seed,
+        **_render_config_kwargs(args),
+    )
+    start = time.monotonic()
+    manifest = generate_procedural(
+        args.out,
+        config,
+        workers=args.workers,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    n = sum(1 for it in manifest["items"] if it.get("sha256"))
+    print(f"{args.out}: {n} objects in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from persp3d.datasets.meshfolder import import_mesh_folder
+    from persp3d.datasets.multiview import RenderConfig
+
+    manifest = import_mesh_folder(
+        args.mesh_dir,
+        args.out,
+        RenderConfig(**_render_config_kwargs(args)),
+        voxel_method=args.voxel_method,
+        seed=args.seed,
+        strict=args.strict,
+        workers=args.workers,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    n = sum(1 for it in manifest["items"] if it.get("sha256"))
+    skipped = len(manifest.get("skipped", []))
+    print(f"{args.out}: {n} meshes imported, {skipped} skipped")
+    return 0
+
+
+def dataset_info(path: str | Path) -> dict[str, Any]:
+    """Counts and sizes of a dataset folder: ``{"kind", "items", "per_split", ...}``."""
+    from persp3d.datasets.cache import read_manifest
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    per_split: dict[str, dict[str, int]] = {}
+    n_bytes = 0
+    for it in manifest["items"]:
+        if it.get("sha256"):
+            per_split.setdefault(it["split"], {}).setdefault(it["category"], 0)
+            per_split[it["split"]][it["category"]] += 1
+            n_bytes += int(it.get("bytes") or 0)
+    config = manifest["config"]
+    return {
+        "kind": manifest["kind"],
+        "format": f"{manifest['format']} v{manifest['version']}",
+        "complete": manifest["complete"],
+        "items": sum(sum(c.values()) for c in per_split.values()),
+        "per_split": per_split,
+        "views": config.get("n_views"),
+        "image_size": config.get("image_size"),
+        "voxel_resolutions": config.get("voxel_resolutions"),
+        "bytes": n_bytes,
+        "skipped": manifest.get("skipped", []),
+    }
+
+
+def contact_sheet(dataset: Any, path: str | Path, samples: int = 8, views: int = 4) -> Path:
+    """Write a PNG with one row per sample: ``views`` images, then their silhouettes.
+
+    Samples are spread over the dataset's categories (first items of each, in turn).
+    """
+    import numpy as np
+    from PIL import Image
+
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty; nothing to show")
+    by_cat: dict[str, list[int]] = {}
+    for i in range(n):
+        by_cat.setdefault(_category(dataset, i), []).append(i)
+    order: list[int] = []
+    while len(order) < min(samples, n):
+        for idx in by_cat.values():
+            if idx and len(order) < min(samples, n):
+                order.append(idx.pop(0))
+    rows = []
+    for i in order:
+        s = dataset[i]
+        V = s["images"].shape[0]
+        pick = np.linspace(0, V - 1, min(views, V)).round().astype(int)
+        tiles = [s["images"][v].permute(1, 2, 0).numpy() for v in pick]
+        tiles += [np.repeat(s["silhouettes"][v].permute(1, 2, 0).numpy(), 3, axis=2) for v in pick]
+        rows.append(np.concatenate(tiles, axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=0.5) for r in rows]
+    sheet = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(path)
+    return path
+
+
+def _category(dataset: Any, index: int) -> str:
+    for attr in ("items", "entries", "models"):
+        seq = getattr(dataset, attr, None)
+        if isinstance(seq, list) and len(seq) == len(dataset):
+            item = seq[index]
+            return item["category"] if isinstance(item, dict) else getattr(item, "category", "")
+    return ""
+
+
+def _info(args: argparse.Namespace) -> int:
+    from persp3d.datasets import load_dataset
+
+    path = args.dir
+    if (path / "manifest.json").is_file():
+        info = dataset_info(path)
+        print(f"{path}: {info['kind']} dataset, {info['format']}, "
+              f"{'complete' if info['complete'] else 'INCOMPLETE'}")  # fmt: skip
+        print(f"  objects: {info['items']} ({info['bytes'] / 2**20:.1f} MiB), "
+              f"{info['views']} views of {info['image_size']}x{info['image_size']}, "
+              f"voxels {info['voxel_resolutions']}")  # fmt: skip
+        for split in ("train", "val", "test"):
+            counts = info["per_split"].get(split, {})
+            detail = ", ".join(f"{c} {k}" for c, k in sorted(counts.items()))
+            print(f"  {split}: {sum(counts.values())}" + (f" ({detail})" if detail else ""))
+        if info["skipped"]:
+            print(f"  skipped inputs: {len(info['skipped'])}")
+        extra = {"progress": False} if info["kind"] == "procedural" else {}
+        dataset = load_dataset(path, split="all", **extra)
+    else:
+        dataset = load_dataset(path, split="all")
+        print(f"{path}: {type(dataset).__name__}, {len(dataset)} objects")
+    if not args.no_sheet and len(dataset):
+        sheet = contact_sheet(
+            dataset, args.sheet or path / "contact_sheet.png", args.samples, args.sheet_views
+        )
+        print(f"  contact sheet: {sheet}")
+    return 0

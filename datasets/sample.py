@@ -1,0 +1,191 @@
+"""The sample every persp3d dataset yields, and ``collate`` for ``DataLoader`` batches.
+
+Last step of the data path before training: dataset item -> sample dict -> batch dict
+-> ``OccupancyPredictor`` + ``PerspectiveTransformer`` + silhouette loss.
+
+A sample is a ``dict`` with
+
+    ``images``       ``(V, 3, H, W)`` float32 RGB in [0, 1]
+    ``silhouettes``  ``(V, 1, H, W)`` float32 in [0, 1]
+    ``cameras``      :class:`persp3d.Cameras` of batch shape ``(V,)`` and ``image_size (H, W)``
+    ``voxels``       ``(1, R, R, R)`` float32 occupancy in [0, 1] (evaluation only; absent
+                     when the dataset has none)
+    ``depth``        ``(V, 1, H, W)`` float32 camera-space z, 0 where empty (optional)
+    ``category``     ``str``; ``id``: ``str`` unique within the category
+
+Convention: cameras as in :mod:`persp3d.cameras`; voxels ``(1, D, H, W)`` with D <-> z,
+H <-> y, W <-> x, filling ``VolumeBox()`` (``[-0.5, 0.5]^3``), voxel ``(k, j, i)`` centred at
+``-0.5 + (i + 0.5, j + 0.5, k + 0.5) / R``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from persp3d._checks import check_shape
+from persp3d.cameras import Cameras
+
+__all__ = ["check_sample", "collate", "decode_item", "encode_item"]
+
+SAMPLE_KEYS = ("images", "silhouettes", "cameras", "voxels", "depth", "category", "id")
+
+
+def check_sample(sample: dict[str, Any]) -> dict[str, int]:
+    """Check a sample's keys, shapes and ranges; returns the sizes ``V, H, W`` (and ``R``).
+
+    Raises:
+        ValueError: naming the key and what is wrong.
+    """
+    for key in ("images", "silhouettes", "cameras", "category", "id"):
+        if key not in sample:
+            raise ValueError(f"sample misses {key!r}; it has {sorted(sample)}")
+    sizes = check_shape(sample["images"], "V 3 H W", "images")
+    sil = check_shape(sample["silhouettes"], "V 1 H W", "silhouettes")
+    if (sil["V"], sil["H"], sil["W"]) != (sizes["V"], sizes["H"], sizes["W"]):
+        raise ValueError(
+            f"silhouettes {tuple(sample['silhouettes'].shape)} do not match images "
+            f"{tuple(sample['images'].shape)}"
+        )
+    cams = sample["cameras"]
+    if not isinstance(cams, Cameras) or tuple(cams.batch_shape) != (sizes["V"],):
+        raise ValueError(f"cameras must be a Cameras of batch shape ({sizes['V']},); got {cams!r}")
+    if cams.image_size != (sizes["H"], sizes["W"]):
+        raise ValueError(
+            f"cameras.image_size {cams.image_size} differs from the images' "
+            f"{(sizes['H'], sizes['W'])}"
+        )
+    if "voxels" in sample:
+        vox = check_shape(sample["voxels"], "1 R R R", "voxels")
+        sizes["R"] = vox["R"]
+    if "depth" in sample:
+        check_shape(sample["depth"], f"{sizes['V']} 1 {sizes['H']} {sizes['W']}", "depth")
+    return sizes
+
+
+def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch for ``torch.utils.data.DataLoader(collate_fn=collate)``.
+
+    Returns:
+        ``images (B, V, 3, H, W)``, ``silhouettes (B, V, 1, H, W)``, ``cameras`` of batch
+        shape ``(B, V)``, ``voxels (B, 1, R, R, R)`` and ``depth (B, V, 1, H, W)`` when every
+        sample has them, ``category`` and ``id`` as lists of ``B`` strings.
+
+    Raises:
+        ValueError: if the samples differ in views, image size or voxel resolution.
+    """
+    if not batch:
+        raise ValueError("batch must hold at least one sample")
+    shapes = {(tuple(s["images"].shape), s["cameras"].image_size) for s in batch}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"samples must share (V, 3, H, W) and image size to be batched; got {sorted(shapes)}"
+        )
+    out: dict[str, Any] = {
+        "images": torch.stack([s["images"] for s in batch]),  # (B, V, 3, H, W)
+        "silhouettes": torch.stack([s["silhouettes"] for s in batch]),  # (B, V, 1, H, W)
+        "cameras": Cameras.stack([s["cameras"] for s in batch]),  # (B, V)
+        "category": [s["category"] for s in batch],
+        "id": [s["id"] for s in batch],
+    }
+    for key in ("voxels", "depth"):
+        if all(key in s for s in batch):
+            sizes = {tuple(s[key].shape) for s in batch}
+            if len(sizes) != 1:
+                raise ValueError(
+                    f"samples must share the {key} shape to be batched; got {sorted(sizes)}"
+                )
+            out[key] = torch.stack([s[key] for s in batch])
+    return out
+
+
+# -- stored items (see persp3d.datasets.cache for the format) -------------------------------
+def _to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_item(
+    *,
+    images: torch.Tensor,
+    silhouettes: torch.Tensor,
+    cameras: Cameras,
+    category: str,
+    item_id: str,
+    voxels: dict[int, np.ndarray] | None = None,
+    depth: torch.Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """Arrays of one stored item (format of :mod:`persp3d.datasets.cache`).
+
+    Args:
+        images: ``(V, 3, H, W)`` in [0, 1]; silhouettes: ``(V, 1, H, W)`` in [0, 1].
+        cameras: batch shape ``(V,)``.
+        voxels: resolution ``R`` -> ``(1, R, R, R)`` occupancy in [0, 1].
+        depth: ``(V, 1, H, W)``.
+    """
+    cams = cameras.detach().cpu().float()
+    arrays = {
+        "images": _to_uint8(images),
+        "silhouettes": _to_uint8(silhouettes),
+        "K": cams.K.numpy().astype(np.float32),
+        "R": cams.R.numpy().astype(np.float32),
+        "t": cams.t.numpy().astype(np.float32),
+        "category": np.array(str(category)),
+        "id": np.array(str(item_id)),
+    }
+    if depth is not None:
+        arrays["depth"] = np.asarray(depth, dtype=np.float16)
+    for res, vox in (voxels or {}).items():
+        arrays[f"voxels_{int(res)}"] = _to_uint8(vox)
+    return arrays
+
+
+def voxel_resolutions(arrays: dict[str, np.ndarray] | Sequence[str]) -> list[int]:
+    """The voxel resolutions stored in an item (sorted)."""
+    names = arrays.keys() if isinstance(arrays, dict) else arrays
+    return sorted(int(n.split("_", 1)[1]) for n in names if n.startswith("voxels_"))
+
+
+def decode_item(
+    arrays: dict[str, np.ndarray],
+    *,
+    voxel_resolution: int | None = None,
+    views: Sequence[int] | None = None,
+    with_depth: bool = True,
+) -> dict[str, Any]:
+    """A sample from stored arrays.
+
+    Args:
+        voxel_resolution: which ``voxels_<R>`` to return (default: the lowest stored);
+            0 leaves voxels out.
+        views: indices of the views to keep (default all).
+        with_depth: include ``depth`` if stored.
+    """
+    sel = slice(None) if views is None else np.asarray(list(views), dtype=np.int64)
+    images = torch.from_numpy(arrays["images"][sel].astype(np.float32) / 255.0)
+    H, W = images.shape[-2:]
+    sample: dict[str, Any] = {
+        "images": images,
+        "silhouettes": torch.from_numpy(arrays["silhouettes"][sel].astype(np.float32) / 255.0),
+        "cameras": Cameras(
+            torch.from_numpy(np.array(arrays["K"][sel])),
+            torch.from_numpy(np.array(arrays["R"][sel])),
+            torch.from_numpy(np.array(arrays["t"][sel])),
+            (int(H), int(W)),
+            validate=False,
+        ),
+        "category": str(np.asarray(arrays["category"]).reshape(-1)[0]),
+        "id": str(np.asarray(arrays["id"]).reshape(-1)[0]),
+    }
+    stored = voxel_resolutions(arrays)
+    if voxel_resolution != 0 and stored:
+        res = stored[0] if voxel_resolution is None else int(voxel_resolution)
+        if res not in stored:
+            raise ValueError(f"voxel_resolution {res} is not stored; available: {stored}")
+        sample["voxels"] = torch.from_numpy(arrays[f"voxels_{res}"].astype(np.float32) / 255.0)
+    if with_depth and "depth" in arrays:
+        sample["depth"] = torch.from_numpy(arrays["depth"][sel].astype(np.float32))
+    return sample
