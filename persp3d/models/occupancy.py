@@ -108,7 +108,7 @@ class OccupancyPredictor(nn.Module):
         )
         layers = []
         channels = cfg.decoder_width
-        for _ in range(dec_levels):
+        for _ in range(dec_levels - 1):
             out = max(channels // 2, 8)
             layers += [
                 nn.ConvTranspose3d(channels, out, 4, stride=2, padding=1, bias=cfg.norm == "none"),
@@ -117,7 +117,9 @@ class OccupancyPredictor(nn.Module):
             ]
             channels = out
         self.decoder = nn.Sequential(*layers)
-        self.head = nn.Conv3d(channels, 1, 3, padding=1)
+        # The last upsampling produces the logits directly (as in PTN's decoder); a 3^3
+        # convolution to one channel at full resolution would cost more than the rest.
+        self.head = nn.ConvTranspose3d(channels, 1, 4, stride=2, padding=1)
         nn.init.constant_(self.head.bias, cfg.init_bias)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
