@@ -10,12 +10,14 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-}
 
 # System libraries: `import open3d` needs libusb-1.0 (Debian: libusb-1.0-0); the headless
-# viewer needs EGL/Mesa (libegl1, libgl1-mesa-dri).
+# viewer needs EGL/Mesa (libegl1, libgl1-mesa-dri); the web viewer's test opens its page in
+# headless Chromium (Debian: chromium; WebGL through its bundled SwiftShader).
 need_pkgs=()
 ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0" || need_pkgs+=(libusb-1.0-0)
 ldconfig -p 2>/dev/null | grep -q "libEGL.so.1" || need_pkgs+=(libegl1)
 ldconfig -p 2>/dev/null | grep -q "libGL.so.1" || need_pkgs+=(libgl1 libgl1-mesa-dri)
 ldconfig -p 2>/dev/null | grep -q "libgomp.so.1" || need_pkgs+=(libgomp1)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${need_pkgs[*]}"
