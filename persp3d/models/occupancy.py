@@ -35,8 +35,9 @@ class PredictorConfig:
     """Channels of the first encoder stage; each later stage doubles them (capped at 8x)."""
     latent_dim: int = 256
     """Size of the latent code between encoder and decoder."""
-    norm: str = "batch"
-    """Normalisation after each convolution: batch, group, instance or none."""
+    norm: str = "group"
+    """Normalisation after each convolution: group (default: the same in training and
+    evaluation, whatever the batch), batch, instance or none."""
     decoder_width: int = 64
     """Channels of the decoder's coarsest (4^3) grid; each upsampling halves them."""
     init_bias: float = -2.0
