@@ -72,6 +72,8 @@ class TrainConfig:
     """Samples per ray of the perspective transformer."""
     projection_mode: str = "max"
     """``max``, ``absorption`` or ``smooth``."""
+    projection_backend: str = "auto"
+    """Projection backend (see ``persp3d.project``): auto, fused, reference or naive."""
     loss_l2: float = 1.0
     """Weight of the silhouette L2 loss (Perspective Transformer Nets)."""
     loss_bce: float = 0.0

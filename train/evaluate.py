@@ -24,7 +24,7 @@ from persp3d.transformer import PerspectiveTransformer
 
 __all__ = ["add_arguments", "evaluate", "run"]
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ from persp3d.transformer import PerspectiveTransformer
 
 __all__ = ["MultiViewTensors", "Trainer", "build_dataset", "load_model"]
 
-THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def build_dataset(cfg: DataConfig, split: str, progress: bool = True):
@@ -195,6 +195,7 @@ class Trainer:
             depth_samples=cfg.depth_samples,
             out_size=(cfg.projection_size,) * 2,
             mode=cfg.projection_mode,
+            backend=cfg.projection_backend,
         )
         self.step = 0
         self.best = -1.0
