@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 from persp3d.metrics import chamfer_distance, iou_3d, silhouette_scores, volume_surface_points
+from persp3d.train.trainer import THRESHOLDS
 from persp3d.transformer import PerspectiveTransformer
 
 __all__ = ["add_arguments", "evaluate", "run"]
-
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
