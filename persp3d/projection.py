@@ -2,8 +2,10 @@
 
 Last stage of the data path: cameras -> frustum grid -> sampling -> **projection** -> loss.
 ``project`` samples each camera's frustum (see :mod:`persp3d.grids`) and reduces along
-depth. The default path never holds the ``(B, V, C, D, h, w)`` samples: it walks the depth
-in chunks, and its backward passes recompute what they need.
+depth. By default a fused kernel (:mod:`persp3d.kernels`) walks each ray once, computing
+sample positions on the fly; the pure-PyTorch reference path, the fallback, never holds the
+``(B, V, C, D, h, w)`` samples either: it walks the depth in chunks, and its backward passes
+recompute what they need. ``"smooth"`` always runs on the reference path.
 
 Modes, for the samples ``o_1 .. o_D`` of one ray (nearest first):
     * ``"max"``: ``max_i o_i`` (Perspective Transformer Nets). Gradients equal those of
@@ -27,6 +29,7 @@ the top (see :mod:`persp3d.cameras`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -34,13 +37,16 @@ from torch.utils.checkpoint import checkpoint
 
 from persp3d.cameras import Cameras
 from persp3d.grids import Frustum
+from persp3d.kernels import FUSED_MODES, fused_project, fused_unavailable_reason
 from persp3d.sampling import check_volume, sample_bcv
 from persp3d.volume import VolumeBox
 
-__all__ = ["BACKENDS", "MODES", "naive_project", "project"]
+__all__ = ["BACKENDS", "BACKEND_ENV", "MODES", "naive_project", "project", "resolve_backend"]
 
 MODES = ("max", "absorption", "smooth")
-BACKENDS = ("auto", "reference", "naive")
+BACKENDS = ("auto", "fused", "reference", "naive")
+# Environment variable naming the backend that backend="auto" stands for.
+BACKEND_ENV = "PERSP3D_BACKEND"
 
 # Elements of samples held at once by the chunked paths (8 MiB of float32).
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
@@ -74,9 +80,26 @@ def project(
         sampling: ``"depth"`` or ``"disparity"`` spacing of the depth samples.
         near, far: depth bounds (default: the box's bounding sphere per camera).
         temperature: temperature of ``"smooth"``.
-        chunk_size: depth samples per chunk (default: about 2M samples at a time).
-        backend: ``"auto"`` (the fastest available), ``"reference"`` (chunked pure PyTorch)
-            or ``"naive"`` (the full grid through ``grid_sample``, then a reduction).
+        chunk_size: depth samples per chunk of the reference path (default: about 2M
+            samples at a time).
+        backend: which implementation runs (all give the same values and gradients):
+
+            * ``"auto"`` (default): the fused kernel when one can run the call, else the
+              reference path; the environment variable ``PERSP3D_BACKEND`` (``auto``,
+              ``fused``, ``reference`` or ``naive``) replaces this choice globally.
+            * ``"fused"``: the fused ray-walking kernel (:mod:`persp3d.kernels`): numba on
+              the CPU for float32/float64, Triton on CUDA. It walks each ray once, computing
+              positions from the cameras and keeping a running max (and its argmax) or
+              transmittance, and never holds the frustum grid or the samples. Modes
+              ``"max"`` and ``"absorption"``; raises if no kernel can run the call.
+            * ``"reference"``: chunked pure PyTorch (the reference and the fallback).
+            * ``"naive"``: the full grid through ``grid_sample``, then a reduction.
+
+            ``"auto"`` picks ``"fused"`` for ``"max"`` and ``"absorption"`` on CPU
+            float32/float64 tensors when numba imports and on CUDA tensors when Triton
+            imports; ``"smooth"``, other dtypes and other devices use ``"reference"``
+            (also when ``PERSP3D_BACKEND=fused``). The first fused call of a process loads
+            (or, once per installation, compiles) the numba kernels.
 
     Returns:
         ``(B, V, C, h, w)`` silhouettes, differentiable with respect to ``volume`` and to the
@@ -91,7 +114,17 @@ def project(
     frustum, per_volume = _prepare(
         volume, cameras, box, depth_samples, out_size, sampling, near, far
     )
-    if backend == "naive":
+    backend = resolve_backend(backend, mode, volume.device, volume.dtype)
+    if backend == "fused":
+        out = fused_project(
+            volume,
+            frustum.origins.reshape(-1, 3),  # (G, 3), G = V or B * V
+            frustum.directions.reshape(-1, *frustum.directions.shape[-3:]),  # (G, h, w, 3)
+            frustum.depths.reshape(-1, frustum.depth_samples),  # (G, D)
+            per_volume,
+            mode,
+        )  # (B, C, V, h, w)
+    elif backend == "naive":
         out = _naive(volume, frustum, per_volume, mode, temperature)
     else:
         chunk = _chunk_size(volume, frustum, chunk_size)
@@ -122,6 +155,38 @@ def naive_project(
     """The baseline: ``grid_sample`` on the full frustum grid, then ``amax`` (or the mode's
     reduction) along depth. Same arguments and result as :func:`project`."""
     return project(volume, cameras, box, depth_samples, out_size, mode, backend="naive", **kwargs)
+
+
+# -- dispatch ------------------------------------------------------------------------------
+def resolve_backend(backend: str, mode: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend that runs a call: ``"fused"``, ``"reference"`` or ``"naive"``.
+
+    ``"auto"`` reads ``PERSP3D_BACKEND`` (default ``auto``), then picks ``"fused"`` when a
+    fused kernel supports ``mode``, ``device`` and ``dtype``, else ``"reference"``. An
+    explicit ``"fused"`` raises ``ValueError`` for modes the kernels lack and
+    ``RuntimeError`` when no kernel can run on ``device``/``dtype``.
+    """
+    if backend == "auto":
+        forced = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+        if forced not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}; got {forced!r}")
+        if forced in ("reference", "naive"):
+            return forced
+        if mode not in FUSED_MODES:
+            return "reference"
+        if forced == "auto":
+            return "fused" if fused_unavailable_reason(device, dtype) is None else "reference"
+        backend = forced
+    if backend == "fused":
+        if mode not in FUSED_MODES:
+            raise ValueError(
+                f"backend 'fused' supports modes {FUSED_MODES}, not {mode!r}; "
+                "use backend='reference' (or 'auto')"
+            )
+        reason = fused_unavailable_reason(device, dtype)
+        if reason is not None:
+            raise RuntimeError(f"backend 'fused' cannot run this call: {reason}")
+    return backend
 
 
 # -- preparation ---------------------------------------------------------------------------
@@ -267,7 +332,11 @@ def _tied_ray_means(volume, frustum, per_volume, rays, ray_max, chunk):
         s = torch.nn.functional.grid_sample(
             vol, g[None, :, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=False
         )[0, 0, :, :, 0]  # (m, D)
-        tied = s >= (top - tol * top.abs().clamp_min(1.0))[:, None]
+        # Exact ties, as amax sees them; a ray whose re-sampled values miss its maximum by
+        # rounding (a different grid_sample code path) falls back to a few-ulp tolerance.
+        tied = s == top[:, None]
+        near = s >= (top - tol * top.abs().clamp_min(1.0))[:, None]
+        tied = torch.where(tied.any(-1, keepdim=True), tied, near)
         return (s * tied).sum(-1) / tied.sum(-1).clamp_min(1)
 
     volumes = volume.reshape(-1, 1, *volume.shape[2:])  # (B*C, 1, D, H, W)

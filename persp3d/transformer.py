@@ -31,7 +31,7 @@ class PerspectiveTransformer(nn.Module):
         sampling: ``"depth"`` or ``"disparity"``.
         near, far: depth bounds (default: each camera's view of the box's bounding sphere).
         temperature: temperature of the ``"smooth"`` mode.
-        backend: ``"auto"``, ``"reference"`` or ``"naive"``.
+        backend: ``"auto"``, ``"fused"``, ``"reference"`` or ``"naive"`` (see :func:`persp3d.project`).
 
     Shape:
         ``forward(volume (B, C, D, H, W), cameras (V,) or (B, V)) -> (B, V, C, h, w)``.
