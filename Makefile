@@ -23,9 +23,11 @@ test: lint
 # ~1 minute), 20 minutes on the CPU, then evaluation on its test split.
 RUN ?= runs/default
 TRAIN_ARGS ?= --max-minutes 20
+# OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep instead of spinning, which
+# otherwise starves the fused kernel's threads on a busy machine.
 train: setup
-	$(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS)
-	$(VENV)/bin/persp3d eval $(RUN) --split test
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/persp3d eval $(RUN) --split test
 
 bench: setup
 	$(PY) benchmarks/bench_projection.py $(BENCH_ARGS)
