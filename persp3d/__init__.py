@@ -24,6 +24,7 @@ from persp3d.cameras import (
     r2n2_cameras,
     spherical_cameras,
 )
+from persp3d.checking import check_projections, compare_silhouettes, diagnose
 from persp3d.grids import Frustum, depth_schedule, frustum_grid, near_far
 from persp3d.projection import naive_project, project
 from persp3d.sampling import sample_volume
@@ -41,7 +42,10 @@ __all__ = [
     "affine_matrix_2d",
     "affine_matrix_3d",
     "affine_sample",
+    "check_projections",
+    "compare_silhouettes",
     "depth_schedule",
+    "diagnose",
     "frustum_grid",
     "grid_to_world_coords",
     "identity_theta",
