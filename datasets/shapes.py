@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -87,7 +88,7 @@ def _rot(axis: str, degrees: float) -> np.ndarray:
 
 
 # -- primitives ------------------------------------------------------------------------------
-class Primitive:
+class Primitive(ABC):
     """A closed solid in a local frame, placed by ``p_world = scale * rotation @ p_local + translation``.
 
     Subclasses implement ``_inside_local(points_local) -> (N,) bool`` and
@@ -104,11 +105,13 @@ class Primitive:
         self.rotation = np.eye(3) if rotation is None else np.asarray(rotation, np.float64)
         self.scale = float(scale)
 
+    @abstractmethod
     def _inside_local(self, points_local: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """``(N, 3)`` local points -> ``(N,)`` bool, inside the primitive."""
 
+    @abstractmethod
     def _mesh_local(self) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Closed triangle mesh in local coordinates: vertices ``(n, 3)``, faces ``(m, 3)``."""
 
     def to_local(self, points_world: np.ndarray) -> np.ndarray:
         """``(N, 3)`` world points -> ``(N, 3)`` local points."""
