@@ -25,6 +25,7 @@ from persp3d.cameras import (
     spherical_cameras,
 )
 from persp3d.checking import check_projections, compare_silhouettes, diagnose
+from persp3d.fitting import fit_volume, visual_hull
 from persp3d.grids import Frustum, depth_schedule, frustum_grid, near_far
 from persp3d.projection import naive_project, project
 from persp3d.sampling import sample_volume
@@ -46,6 +47,7 @@ __all__ = [
     "compare_silhouettes",
     "depth_schedule",
     "diagnose",
+    "fit_volume",
     "frustum_grid",
     "grid_to_world_coords",
     "identity_theta",
@@ -60,5 +62,6 @@ __all__ = [
     "rotation_matrix_3d",
     "sample_volume",
     "spherical_cameras",
+    "visual_hull",
     "world_to_grid_coords",
 ]

@@ -31,11 +31,14 @@ The slips (:data:`SLIPS`), each undone by its ``correct`` function and planted b
                        where ``(z, y, x) = (D, H, W)`` is expected). Undo: transpose D and W.
 =====================  ===================================================================
 
-Some slips cannot be told apart for some objects and views: ``swapped_xz`` on an object
-symmetric under the mirror ``x <-> z``, ``flipped_y`` on an object whose views are symmetric
-top to bottom, ``half_pixel`` when the projections are too coarse for a half-pixel shift to
-show (a volume much coarser than the images, a poor prediction). :func:`diagnose` then
-names every slip that explains the silhouettes equally well instead of picking one.
+Not every slip can be identified on every object. A slip that leaves the silhouettes as
+they are is invisible, and :func:`diagnose` rightly answers "no slip": ``swapped_xz`` on an
+object symmetric under the mirror ``x <-> z`` (a vertical cylinder), ``flipped_y`` on views
+symmetric top to bottom. Slips that change the silhouettes alike are all named (within
+``tie``) rather than one picked. A half-pixel shift costs a ground-truth volume about 0.1 of
+IoU at 64 x 64 and is found; on a coarse or poor volume (a prediction, a 16^3 grid) its gain
+can fall below ``min_gain``. Use an asymmetric object, and the best volume at hand, to check
+conventions.
 """
 
 from __future__ import annotations

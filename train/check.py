@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from persp3d.checking import METRICS, CheckResult, Diagnosis, check_projections, diagnose
+from persp3d.checking import (
+    METRICS,
+    CheckResult,
+    Diagnosis,
+    check_projections,
+    default_depth_samples,
+    diagnose,
+)
 from persp3d.volume import VolumeBox
 
 __all__ = [
@@ -289,6 +296,7 @@ def check(
         volume_path, sample, input_view=input_view, resolution=resolution
     )
     box = box or file_box or VolumeBox()
+    depth_samples = depth_samples or default_depth_samples(volume.shape)
     cameras, silhouettes = sample["cameras"], sample["silhouettes"]
     result = check_projections(
         volume, cameras, silhouettes, box, depth_samples, threshold=threshold

@@ -31,7 +31,7 @@ from persp3d.transformer import PerspectiveTransformer
 
 __all__ = ["MultiViewTensors", "Trainer", "build_dataset", "load_model"]
 
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
 def build_dataset(cfg: DataConfig, split: str, progress: bool = True):
