@@ -239,3 +239,23 @@ def test_eval_writes_per_category_report_and_figure(tiny_data, tmp_path):
     for name in ("eval_test.json", "eval_test.md", "eval_test.png"):
         assert (run / name).stat().st_size > 0
     assert "| **overall** | 3 |" in (run / "eval_test.md").read_text()
+
+
+def test_max_minutes_alone_lifts_the_step_limit():
+    """``persp3d train --max-minutes 20`` trains for 20 minutes, not until the default
+    2000 steps; an explicit step limit (flag or ``--set``) still applies."""
+    import argparse
+
+    from persp3d.train.commands import add_arguments, command_overrides
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def resolved(*argv):
+        return load_config(None, command_overrides(parser.parse_args(list(argv)))).train
+
+    assert resolved().max_steps == 2000
+    timed = resolved("--max-minutes", "20")
+    assert timed.max_minutes == 20.0 and timed.max_steps > 10**9
+    assert resolved("--max-minutes", "20", "--max-steps", "50").max_steps == 50
+    assert resolved("--max-minutes", "20", "--set", "train.max_steps=70").max_steps == 70

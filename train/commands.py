@@ -13,7 +13,7 @@ import json
 
 from persp3d.models.occupancy import OccupancyPredictor
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "command_overrides", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,17 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--supervision", choices=["silhouette", "voxel", "both"], help="train.supervision"
     )
     parser.add_argument("--max-steps", type=int, help="train.max_steps")
-    parser.add_argument("--max-minutes", type=float, help="train.max_minutes")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="train.max_minutes; alone (without --max-steps) it also lifts the step limit",
+    )
     parser.add_argument("--device", help="train.device (cpu, cuda)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from persp3d.train.config import load_config
-    from persp3d.train.trainer import Trainer
-
+def command_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``section.field=value`` overrides that the command's flags and ``--set`` ask for,
+    in the order they apply (later ones win)."""
     overrides = list(args.set)
+    if args.max_minutes is not None and args.max_steps is None:
+        # "train for M minutes": no step limit unless --set train.max_steps=... asks for one
+        overrides.insert(0, f"train.max_steps={2**62}")
     for flag, key in (
         ("out", "train.out"),
         ("data", "data.root"),
@@ -65,7 +71,14 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.no_progress:
         overrides.append("train.progress=false")
-    config = load_config(args.config, [o for o in overrides if o])
+    return [o for o in overrides if o]
+
+
+def run(args: argparse.Namespace) -> int:
+    from persp3d.train.config import load_config
+    from persp3d.train.trainer import Trainer
+
+    config = load_config(args.config, command_overrides(args))
     trainer = Trainer(config, resume=args.resume)
     metrics = trainer.fit()
     if trainer.main:

@@ -374,7 +374,8 @@ class Trainer:
         if self.main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+            total = cfg.max_steps if cfg.max_steps < 2**31 else None  # None: a time limit
+            bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
         steps_file = None
         if self.main:
             new = not (self.out / "steps.csv").exists()
