@@ -18,18 +18,25 @@ from typing import Any
 __all__ = ["add_arguments", "contact_sheet", "dataset_info", "run"]
 
 
-def _render_arguments(p: argparse.ArgumentParser, voxels_default: tuple[int, ...]) -> None:
+def _render_arguments(
+    p: argparse.ArgumentParser,
+    voxels_default: tuple[int, ...],
+    elevation_range: tuple[float, float] | None = None,
+) -> None:
     g = p.add_argument_group("views and ground truth")
     g.add_argument("--views", type=int, default=24, help="views per object (default 24)")
     g.add_argument("--image-size", type=int, default=64, help="square image side (default 64)")
-    g.add_argument("--elevation", type=float, default=30.0, help="degrees (default 30)")
+    fixed = "" if elevation_range else " (default 30)"
+    g.add_argument("--elevation", type=float, help=f"one elevation for every view, degrees{fixed}")
+    drawn = f" (default {elevation_range[0]:g} {elevation_range[1]:g})" if elevation_range else ""
     g.add_argument(
         "--elevation-range",
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        help="draw each view's elevation uniformly from [LO, HI] degrees instead",
+        help=f"draw each view's elevation uniformly from [LO, HI] degrees instead{drawn}",
     )
+    p.set_defaults(default_elevation_range=elevation_range)
     g.add_argument("--jitter", type=float, default=0.0, help="azimuth/elevation noise, degrees")
     g.add_argument("--distance", type=float, default=2.0, help="camera distance (default 2)")
     g.add_argument("--fov", type=float, default=40.0, help="vertical fov, degrees (default 40)")
@@ -49,6 +56,7 @@ def _render_arguments(p: argparse.ArgumentParser, voxels_default: tuple[int, ...
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``make`` / ``import`` / ``info`` subcommands to ``parser``."""
+    from persp3d.datasets.procedural import DEFAULT_ELEVATION_RANGE
     from persp3d.datasets.shapes import CATEGORIES
 
     sub = parser.add_subparsers(dest="data_command", metavar="{make,import,info}", required=True)
@@ -63,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-category", type=int, default=None, help="objects per category (default 100)"
     )
     make.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    _render_arguments(make, (32, 64))
+    _render_arguments(make, (32, 64), DEFAULT_ELEVATION_RANGE)
 
     imp = sub.add_parser("import", help="render and voxelise a folder of meshes (ShapeNet or any)")
     imp.add_argument("mesh_dir", type=Path, help="ShapeNetCore v1/v2 folder or any mesh folder")
@@ -86,12 +94,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("--sheet-views", type=int, default=4, help="views per sample (default 4)")
 
 
+def _elevation_range(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``--elevation-range``, else None with ``--elevation``, else the command's default."""
+    if args.elevation_range:
+        return tuple(args.elevation_range)
+    if args.elevation is not None:
+        return None
+    return args.default_elevation_range
+
+
 def _render_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "n_views": args.views,
         "image_size": args.image_size,
-        "elevation": args.elevation,
-        "elevation_range": tuple(args.elevation_range) if args.elevation_range else None,
+        "elevation": 30.0 if args.elevation is None else args.elevation,
+        "elevation_range": _elevation_range(args),
         "jitter": args.jitter,
         "distance": args.distance,
         "fov": args.fov,

@@ -9,9 +9,10 @@ bytes on every run, in any order, with any number of worker processes, and an it
 changes when ``per_category`` grows. Splits are assigned per category by
 :func:`persp3d.datasets.multiview.assign_splits`.
 
-Convention: cameras from :func:`persp3d.orbit_cameras` (default 24 azimuths at 30 degrees
-elevation, distance 2, fov 40, 64 x 64); voxels ``(1, R, R, R)`` in ``VolumeBox()``, exact
-occupancy of the voxel centres (see :mod:`persp3d.datasets.shapes`).
+Convention: cameras from :func:`persp3d.orbit_cameras` (default 24 equal azimuth steps, each
+view at an elevation drawn uniformly from [-30, 30] degrees, distance 2, fov 40, 64 x 64);
+voxels ``(1, R, R, R)`` in ``VolumeBox()``, exact occupancy of the voxel centres (see
+:mod:`persp3d.datasets.shapes`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from persp3d.datasets.sample import encode_item
 from persp3d.datasets.shapes import CATEGORIES, item_seed, make_shape
 
 __all__ = [
+    "DEFAULT_ELEVATION_RANGE",
     "DEFAULT_PER_CATEGORY",
     "ProceduralConfig",
     "ProceduralShapes",
@@ -62,11 +64,20 @@ __all__ = [
 
 DEFAULT_PER_CATEGORY = 100
 KIND = "procedural"
+# Each view's elevation is drawn from this range (degrees): views from below as well as from
+# above. The silhouettes of one ring at 30 degrees never show what lies under a table top,
+# a car body or a chair seat; their visual hull scores 0.604 3D IoU against the 32^3 voxels
+# (3 objects per category), the hull of views drawn from [-30, 30] 0.725.
+DEFAULT_ELEVATION_RANGE = (-30.0, 30.0)
 
 
 @dataclass
 class ProceduralConfig(RenderConfig):
-    """Parameters of a procedural dataset (all of :class:`RenderConfig`, plus these)."""
+    """Parameters of a procedural dataset (all of :class:`RenderConfig`, plus these; unlike a
+    :class:`RenderConfig`, views are at elevations drawn from :data:`DEFAULT_ELEVATION_RANGE`
+    unless ``elevation_range`` is set otherwise or None for one ring at ``elevation``)."""
+
+    elevation_range: tuple[float, float] | None = DEFAULT_ELEVATION_RANGE
 
     categories: tuple[str, ...] = field(default_factory=lambda: tuple(CATEGORIES))
     """Categories to generate, from :data:`persp3d.datasets.shapes.CATEGORIES`."""
