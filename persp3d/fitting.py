@@ -286,6 +286,8 @@ class FitResult:
             projections), ``loss``, ``data``, ``seconds``.
         seconds: wall-clock time of the fit.
         box: the volume's box.
+        misfit: BCE of the result's projections (with ``cameras``) against every view's
+            silhouette at the fit's image size: what ``restarts`` compares.
     """
 
     logits: torch.Tensor
@@ -295,6 +297,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     box: VolumeBox = field(default_factory=VolumeBox)
+    misfit: float = math.nan
 
     def volume(self, threshold: float = 0.5) -> torch.Tensor:
         """``(1, 1, R, R, R)`` binary occupancy (float)."""
@@ -368,6 +371,7 @@ def fit_volume(
     seed: int = 0,
     time_limit: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    restarts: int = 1,
 ) -> FitResult:
     """Fit a dense volume to one object's silhouettes (shape from silhouettes).
 
@@ -442,6 +446,10 @@ def fit_volume(
         seed: seed of the view subsets.
         time_limit: stop after this many seconds (checked after each step).
         callback: called with each step's record (see ``FitResult.history``).
+        restarts: fit this many times, restart ``k`` with the logits' learning rate
+            ``lr / 2^k``, and keep the result with the lowest ``misfit``. Joint camera
+            refinement has local minima that depend on how fast the volume settles; each
+            restart costs a whole fit.
 
     Returns:
         A :class:`FitResult`.
@@ -451,6 +459,24 @@ def fit_volume(
 
     Convention: see the module docstring.
     """
+    if not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be a positive int; got {restarts!r}")
+    if restarts > 1:
+        options = dict(
+            box=box, steps=steps, smoothness=smoothness, fill=fill,
+            coarse_to_fine=coarse_to_fine, views_per_step=views_per_step,
+            depth_samples=depth_samples, out_size=out_size, upsample=upsample, mode=mode,
+            pyramid=pyramid, lr_decay=lr_decay, refine_cameras=refine_cameras,
+            camera_lr=camera_lr, camera_prior=camera_prior, gauge_prior=gauge_prior,
+            refine_focal=refine_focal, seed=seed, time_limit=time_limit, callback=callback,
+        )  # fmt: skip
+        best: FitResult | None = None
+        for k in range(restarts):
+            result = fit_volume(cameras, silhouettes, resolution, lr=lr / 2**k, **options)
+            if best is None or result.misfit < best.misfit:
+                best = result
+        assert best is not None
+        return best
     start_time = time.perf_counter()
     sil = object_silhouettes(silhouettes)
     _check_views(cameras, sil)
@@ -574,12 +600,18 @@ def fit_volume(
     final_cams = cams0 if correction is None else correction.apply(cams0).detach()
     if correction is not None:
         correction = CameraCorrection(*(p.detach() for p in correction.parameters()))
+    occupancy = torch.sigmoid(logits)
+    with torch.no_grad():  # how well the result explains every view, at the full size
+        D = depth_samples or max(16, round(1.5 * resolution))
+        full = project(occupancy, final_cams, box, D, tuple(size), mode)[0]
+        misfit = float(F.binary_cross_entropy(full.clamp(0.0, 1.0), targets))
     return FitResult(
         logits=logits,
-        occupancy=torch.sigmoid(logits),
+        occupancy=occupancy,
         cameras=final_cams,
         correction=correction,
         history=history,
         seconds=time.perf_counter() - start_time,
         box=box,
+        misfit=misfit,
     )

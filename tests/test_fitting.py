@@ -204,6 +204,19 @@ def test_image_pyramid_scales_the_coarse_stage_images_with_the_grid(car):
     assert [h["resolution"] for h in pyramid.history] == [16, 16, 32, 32]
 
 
+def test_restarts_keep_the_start_that_explains_the_silhouettes_best(car):
+    cams, sil = car["cameras"], car["silhouettes"]
+    kwargs = {"steps": 20, "views_per_step": 4}
+    starts = [fit_volume(cams, sil, 16, lr=0.1 / 2**k, **kwargs) for k in range(2)]
+    best = fit_volume(cams, sil, 16, restarts=2, **kwargs)
+    assert best.misfit == min(s.misfit for s in starts)
+    assert starts[0].misfit != starts[1].misfit
+    # misfit is the BCE of the result's projections against every silhouette
+    full = p3.project(best.occupancy, cams, depth_samples=24, mode="absorption")[0]
+    expected = torch.nn.functional.binary_cross_entropy(full.clamp(0, 1), sil)
+    assert best.misfit == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_fit_explains_bad_arguments(car):
     cams, sil = car["cameras"], car["silhouettes"]
     with pytest.raises(ValueError, match="same views"):
@@ -212,6 +225,8 @@ def test_fit_explains_bad_arguments(car):
         fit_volume(cams, sil, 32, steps=(1, 2, 3))
     with pytest.raises(ValueError, match="resolution"):
         fit_volume(cams, sil, 1)
+    with pytest.raises(ValueError, match="restarts"):
+        fit_volume(cams, sil, 16, restarts=0)
     with pytest.raises(ValueError, match="mode must be one of"):
         fit_volume(cams, sil, 16, mode="mean")
 

@@ -98,6 +98,7 @@ def fit(
     time_limit: float | None = None,
     seed: int = 0,
     threads: int | None = None,
+    restarts: int = 1,
 ) -> dict[str, Any]:
     """Fit object ``item_id`` of ``data``; write the volume, the hull and the report to
     ``out`` (default ``fit-<id>``) and return the report."""
@@ -129,9 +130,12 @@ def fit(
         "time_limit": time_limit,
         "seed": seed,
         "threads": torch.get_num_threads(),
+        "restarts": restarts,
     }
     fit_kwargs = {
-        k: v for k, v in settings.items() if k not in ("resolution", "threads", "refine_focal")
+        k: v
+        for k, v in settings.items()
+        if k not in ("resolution", "threads", "refine_focal", "restarts")
     }
     result = fit_volume(
         cams,
@@ -140,6 +144,7 @@ def fit(
         box=box,
         refine_cameras=refine_cameras,
         refine_focal=refine_focal,
+        restarts=restarts,
         **fit_kwargs,
     )
     # The reference hull carves with the cameras the fit ended with (refined ones, if any).
@@ -155,6 +160,7 @@ def fit(
         "refine_cameras": refine_cameras,
         "seconds": result.seconds,
         "steps": len(result.history),
+        "misfit": result.misfit,
         "iou_vs_visual_hull": float(iou_3d(occupancy, hull)[0]),
         "silhouettes": {
             "fit": _silhouette_means(occupancy, result.cameras, sil, box),
@@ -294,6 +300,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also fit with the true cameras and report the silhouette IoU gap",
     )
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="fit N times (learning rate halved each time) and keep the best fit to the "
+        "silhouettes; 2 helps camera refinement out of local minima",
+    )
     parser.add_argument("--time-limit", type=float, help="stop fitting after SECONDS")
     parser.add_argument("--seed", type=int, default=0, help="seed of the view subsets")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -323,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
             time_limit=args.time_limit,
             seed=args.seed,
             threads=args.threads,
+            restarts=args.restarts,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
