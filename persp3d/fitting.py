@@ -449,7 +449,7 @@ def fit_volume(
         restarts: fit this many times, restart ``k`` with the logits' learning rate
             ``lr / 2^k``, and keep the result with the lowest ``misfit``. Joint camera
             refinement has local minima that depend on how fast the volume settles; each
-            restart costs a whole fit.
+            restart costs a whole fit (``time_limit`` applies to each).
 
     Returns:
         A :class:`FitResult`.
