@@ -13,8 +13,8 @@ For one object per category (24 views at 64 x 64, the procedural default), in on
 
 Prints one table and writes JSON.
 
-    python benchmarks/bench_fitting.py [--categories car chair] [--refine] [--threads 2]
-        [--json fitting.json]
+    python benchmarks/bench_fitting.py [--categories car chair] [--refine] [--elevation 30]
+        [--threads 2] [--json fitting.json]
 """
 
 from __future__ import annotations
@@ -40,13 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", action="store_true", help="also measure camera refinement")
     parser.add_argument("--rotation", type=float, default=3.0, help="degrees")
     parser.add_argument("--translation", type=float, default=0.02, help="of the distance")
+    parser.add_argument(
+        "--elevation",
+        type=float,
+        help="views on one ring at this elevation (default: the procedural default's "
+        "elevations drawn from [-30, 30] degrees)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="fitting.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     R = args.resolution
+    views = {} if args.elevation is None else {"elevation": args.elevation, "elevation_range": None}
     config = ProceduralConfig(
-        categories=tuple(args.categories), per_category=1, voxel_resolutions=(R,)
+        categories=tuple(args.categories), per_category=1, voxel_resolutions=(R,), **views
     )
 
     rows = []
