@@ -1,0 +1,109 @@
+"""The common scene model every capture reader returns: views (image, intrinsics, pose) in
+persp3d's conventions, the capture's up axis, and optional bounds and sparse points.
+
+Foreign capture folder -> reader (``persp3d.datasets.formats.<format>``) -> :class:`CaptureScene`
+-> :func:`persp3d.datasets.captures.import_capture` -> persp3d dataset folder.
+
+Convention (DESIGN.md): ``X_cam = R @ X_world + t`` with OpenCV camera axes (+x right,
++y down, +z forward); ``K`` in pixels for the image at full size, image plane
+``[0, W] x [0, H]`` with pixel (row j, column i) centred at ``(i + 0.5, j + 0.5)``, so a
+centred principal point is ``(W/2, H/2)``. World units and axes are the capture's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CaptureScene", "CaptureView"]
+
+
+@dataclass
+class CaptureView:
+    """One calibrated view of a capture.
+
+    Convention: see the module docstring (persp3d pixel centres at ``+0.5``, OpenCV axes,
+    world->camera).
+    """
+
+    name: str
+    """Unique within the scene (the image file's stem)."""
+    image_path: Path
+    """The image file."""
+    K: np.ndarray
+    """``(3, 3)`` float64 pixel intrinsics for the image at full size, persp3d convention
+    (image plane ``[0, W] x [0, H]``, pixel centres at ``+0.5``)."""
+    R: np.ndarray
+    """``(3, 3)`` float64 world->camera rotation, OpenCV axes."""
+    t: np.ndarray
+    """``(3,)`` float64 translation: ``X_cam = R @ X_world + t``."""
+    image_size: tuple[int, int]
+    """``(H, W)`` of the image file."""
+    mask_path: Path | None = None
+    """A mask shipped with the format (white = object), if any."""
+    split: str | None = None
+    """``"train"``, ``"val"`` or ``"test"`` if the format says so (NeRF json)."""
+
+    def __post_init__(self) -> None:
+        self.image_path = Path(self.image_path)
+        if self.mask_path is not None:
+            self.mask_path = Path(self.mask_path)
+        self.K = np.asarray(self.K, dtype=np.float64)
+        self.R = np.asarray(self.R, dtype=np.float64)
+        self.t = np.asarray(self.t, dtype=np.float64).reshape(-1)
+        for name, arr, shape in (("K", self.K, (3, 3)), ("R", self.R, (3, 3)), ("t", self.t, (3,))):
+            if arr.shape != shape:
+                raise ValueError(f"view {self.name!r}: {name} must be {shape}; got {arr.shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"view {self.name!r}: {name} has non-finite values")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    @property
+    def center(self) -> np.ndarray:
+        """``(3,)`` camera centre in world coordinates, ``-R^T t``."""
+        return -self.R.T @ self.t
+
+    @property
+    def projection(self) -> np.ndarray:
+        """``(3, 4)`` projection matrix ``K [R | t]`` (persp3d pixel convention)."""
+        return self.K @ np.concatenate([self.R, self.t[:, None]], axis=1)
+
+
+@dataclass
+class CaptureScene:
+    """A calibrated multi-view capture of one object, in persp3d's camera conventions."""
+
+    name: str
+    """The scene's name (default object id on import)."""
+    source: str
+    """The format it was read from: ``"nerf"``, ``"colmap"``, ``"middlebury"``, ``"dtu"``,
+    ``"r2n2"``."""
+    views: list[CaptureView]
+    """The views, in the format's order."""
+    up: np.ndarray
+    """``(3,)`` the capture world's up direction (NeRF-synthetic: ``(0, 0, 1)``)."""
+    box: tuple[np.ndarray, float] | None = None
+    """``(center (3,), side)`` of an axis-aligned cube holding the object, from the format's
+    own bounds (DTU ``scale_mat``), or None."""
+    points: np.ndarray | None = None
+    """``(N, 3)`` sparse world points if the format has them (COLMAP ``points3D``)."""
+
+    def __post_init__(self) -> None:
+        self.up = np.asarray(self.up, dtype=np.float64).reshape(-1)
+        if self.up.shape != (3,) or not np.isfinite(self.up).all() or not np.any(self.up):
+            raise ValueError(f"scene {self.name!r}: up must be a non-zero (3,) vector")
+        self.up = self.up / np.linalg.norm(self.up)
+        names = [v.name for v in self.views]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"scene {self.name!r}: view names must be unique; repeated {dup}")
+        if self.box is not None:
+            center = np.asarray(self.box[0], dtype=np.float64).reshape(3)
+            side = float(self.box[1])
+            if not side > 0:
+                raise ValueError(f"scene {self.name!r}: box side must be > 0; got {side}")
+            self.box = (center, side)
+        if self.points is not None:
+            self.points = np.asarray(self.points, dtype=np.float64).reshape(-1, 3)
