@@ -34,7 +34,15 @@ Writing is atomic item by item: each file goes to a temporary name in the same f
 is rewritten the same way at most once a second and at the end. An interrupted run resumes:
 items whose file exists with the manifest's checksum are kept, the rest are written again.
 Reading checks every file's SHA-256 against the manifest: a corrupt item raises
-:class:`CorruptCacheError` naming the file (procedural data rebuilds it instead).
+:class:`CorruptCacheError` naming the file (procedural data rebuilds it instead). An item
+whose arrays disagree (fewer silhouettes or cameras than images, NaN or infinite cameras)
+is refused the same way, even when its checksum matches.
+
+Safety: an item's ``file`` must be a relative path below ``DIR`` (no absolute path, no
+``..``, no symbolic link leading out of ``DIR``); :func:`read_manifest`,
+:func:`write_manifest` and :func:`item_path` refuse anything else, so a hostile manifest can
+neither read nor overwrite files outside its folder. Files are created with the permissions
+the umask gives (typically 0644), so a shared dataset is readable by others.
 """
 
 from __future__ import annotations
@@ -58,7 +66,10 @@ __all__ = [
     "CorruptCacheError",
     "Manifest",
     "atomic_write_bytes",
+    "check_item_arrays",
+    "check_item_file",
     "file_sha256",
+    "item_path",
     "npz_bytes",
     "read_item",
     "read_manifest",
@@ -99,13 +110,28 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a reader sees
-    the old file or the whole new one, never a part."""
+    the old file or the whole new one, never a part. The file gets the permissions an
+    ordinary ``open`` would (``0o666`` less the umask), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -147,9 +173,106 @@ def read_item(path: str | os.PathLike, sha256: str | None = None) -> dict[str, n
         raise CorruptCacheError(f"{path}: checksum mismatch (the file is corrupt or was changed)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+            arrays = {name: npz[name] for name in npz.files}
     except Exception as err:  # zipfile.BadZipFile, ValueError, EOFError, zlib.error ...
         raise CorruptCacheError(f"{path}: not a readable npz ({err})") from err
+    check_item_arrays(arrays, path)
+    return arrays
+
+
+def check_item_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike = "item") -> None:
+    """Check that a stored item's arrays agree with each other (format in the module docstring).
+
+    Only the arrays present are checked: ``images (V, 3, H, W)``, ``silhouettes
+    (V, 1, H, W)``, ``K``/``R`` ``(V, 3, 3)`` and ``t (V, 3)`` with one ``V``, finite
+    cameras, and ``voxels_<R>`` of shape ``(1, R, R, R)``.
+
+    Raises:
+        CorruptCacheError: naming ``path`` and the array at fault.
+    """
+    views: dict[str, int] = {}
+    expected = {
+        "images": (None, 3, None, None),
+        "silhouettes": (None, 1, None, None),
+        "depth": (None, 1, None, None),
+        "K": (None, 3, 3),
+        "R": (None, 3, 3),
+        "t": (None, 3),
+    }
+    for name, shape in expected.items():
+        if name not in arrays:
+            continue
+        a = arrays[name]
+        if a.ndim != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape)):
+            pretty = "(" + ", ".join("V" if e is None and i == 0 else "?" if e is None else str(e)
+                                     for i, e in enumerate(shape)) + ")"  # fmt: skip
+            raise CorruptCacheError(f"{path}: {name} must be {pretty}; got shape {a.shape}")
+        views[name] = a.shape[0]
+    if len(set(views.values())) > 1:
+        counts = ", ".join(f"{n} {name}" for name, n in views.items())
+        raise CorruptCacheError(f"{path}: the arrays disagree on the number of views ({counts})")
+    if "images" in arrays and "silhouettes" in arrays:
+        if arrays["images"].shape[-2:] != arrays["silhouettes"].shape[-2:]:
+            raise CorruptCacheError(
+                f"{path}: images are {arrays['images'].shape[-2:]} pixels but silhouettes "
+                f"{arrays['silhouettes'].shape[-2:]}"
+            )
+    for name in ("K", "R", "t"):
+        if name in arrays:
+            a = arrays[name]
+            if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
+                raise CorruptCacheError(f"{path}: camera {name} holds NaN or infinite values")
+    for name, a in arrays.items():
+        if name.startswith("voxels_"):
+            try:
+                res = int(name.split("_", 1)[1])
+            except ValueError:
+                raise CorruptCacheError(f"{path}: bad voxel array name {name!r}") from None
+            if a.shape != (1, res, res, res):
+                raise CorruptCacheError(
+                    f"{path}: {name} must be (1, {res}, {res}, {res}); got shape {a.shape}"
+                )
+
+
+def check_item_file(file: object, where: str = "manifest") -> str:
+    """Check a manifest item's ``file``: a relative POSIX path below the dataset folder.
+
+    Raises:
+        CorruptCacheError: ``file`` is not a string, is empty, absolute, holds ``..``, a
+            backslash or a NUL byte.
+    """
+    if not isinstance(file, str) or not file:
+        raise CorruptCacheError(f"{where}: item file must be a relative path; got {file!r}")
+    if "\\" in file or "\x00" in file:
+        raise CorruptCacheError(f"{where}: item file {file!r} holds a backslash or NUL byte")
+    if file.startswith("/") or Path(file).is_absolute() or (len(file) > 1 and file[1] == ":"):
+        raise CorruptCacheError(
+            f"{where}: item file {file!r} is an absolute path; it must lie inside the folder"
+        )
+    if ".." in file.split("/"):
+        raise CorruptCacheError(
+            f"{where}: item file {file!r} climbs out of the dataset folder ('..')"
+        )
+    return file
+
+
+def item_path(root: str | os.PathLike, file: object) -> Path:
+    """``root / file`` for a manifest item's ``file``, refusing anything outside ``root``
+    (absolute paths, ``..``, symbolic links that lead out of it).
+
+    Raises:
+        CorruptCacheError: naming the file and why.
+    """
+    root = Path(root)
+    check_item_file(file, str(root / MANIFEST))
+    path = root / str(file)
+    resolved, base = path.resolve(), root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise CorruptCacheError(
+            f"{root / MANIFEST}: item file {file!r} resolves to {resolved}, outside the "
+            "dataset folder (a symbolic link?)"
+        )
+    return path
 
 
 # -- manifest --------------------------------------------------------------------------------
@@ -159,6 +282,8 @@ Manifest = dict
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """Write ``root/manifest.json`` atomically (sorted keys, 1-space indent)."""
+    for item in manifest.get("items", []):
+        item_path(root, item.get("file") if isinstance(item, dict) else None)
     data = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
     atomic_write_bytes(Path(root) / MANIFEST, data)
 
@@ -190,9 +315,12 @@ def read_manifest(root: str | os.PathLike, kind: str | None = None) -> Manifest:
         raise CorruptCacheError(f"{path}: manifest misses {sorted(missing)}")
     if kind is not None and data["kind"] != kind:
         raise CorruptCacheError(f"{path}: holds {data['kind']!r} data, expected {kind!r}")
+    if not isinstance(data["items"], list) or not isinstance(data["config"], dict):
+        raise CorruptCacheError(f"{path}: items must be a list and config a mapping")
     for i, item in enumerate(data["items"]):
         if not isinstance(item, dict) or not {"id", "category", "split", "file"} <= set(item):
             raise CorruptCacheError(f"{path}: item {i} lacks id/category/split/file")
+        item_path(root, item["file"])
     return Manifest(data)
 
 
@@ -243,7 +371,7 @@ def verify_items(root: str | os.PathLike, manifest: Manifest) -> list[dict[str, 
     """Items of ``manifest`` whose file is missing or fails its checksum."""
     bad = []
     for item in manifest["items"]:
-        path = Path(root) / item["file"]
+        path = item_path(root, item["file"])
         if not item.get("sha256") or not path.is_file():
             bad.append(item)
         elif path.stat().st_size != item.get("bytes") or file_sha256(path) != item["sha256"]:

@@ -66,6 +66,7 @@ def project(
     temperature: float = 0.05,
     chunk_size: int | None = None,
     backend: str = "auto",
+    validate: bool = True,
 ) -> torch.Tensor:
     """Project volumes into the views of cameras.
 
@@ -100,11 +101,23 @@ def project(
             imports; ``"smooth"``, other dtypes and other devices use ``"reference"``
             (also when ``PERSP3D_BACKEND=fused``). The first fused call of a process loads
             (or, once per installation, compiles) the numba kernels.
+        validate: check that ``volume`` is an occupancy in ``[0, 1]`` (one min/max pass over
+            it) and keep the silhouettes in ``[0, 1]``: trilinear weights summing to
+            ``1 + 1.2e-7`` in float32 would otherwise let a binary volume project to
+            ``1 + 1.2e-7``; the values are clamped, the gradients pass unchanged.
+            ``validate=False`` skips both, for callers that know their volume (or project
+            values that are not occupancies).
 
     Returns:
         ``(B, V, C, h, w)`` silhouettes, differentiable with respect to ``volume`` and to the
         cameras' ``K``, ``R``, ``t``.
+
+    Raises:
+        ValueError: a bad shape, mode, backend, size or sample count, non-finite values, or
+            (``validate``) occupancy outside ``[0, 1]``.
     """
+    if validate:
+        _check_occupancy(volume)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if backend not in BACKENDS:
@@ -140,7 +153,34 @@ def project(
             out = _absorption_reference(volume, frustum, per_volume, chunk, needs_grad)
         else:
             out = _smooth_reference(volume, frustum, per_volume, chunk, temperature, needs_grad)
+    if validate:
+        out = _clamp_unit(out)
     return out.permute(0, 2, 1, 3, 4)  # (B, C, V, h, w) -> (B, V, C, h, w)
+
+
+def _check_occupancy(volume: object) -> None:
+    """``ValueError`` unless ``volume`` (a float tensor) holds values in ``[0, 1]``."""
+    if not isinstance(volume, torch.Tensor) or not volume.is_floating_point():
+        return  # check_volume names the type error
+    if volume.numel() == 0:
+        return
+    lo, hi = torch.aminmax(volume.detach())
+    lo, hi = float(lo), float(hi)
+    if lo != lo or hi != hi:
+        return  # NaN: check_volume says so
+    if not (lo >= 0.0 and hi <= 1.0):
+        raise ValueError(
+            f"volume must be an occupancy in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
+            "(apply torch.sigmoid to logits, or pass validate=False to project other values)"
+        )
+
+
+def _clamp_unit(out: torch.Tensor) -> torch.Tensor:
+    """``out`` clamped to ``[0, 1]`` in value, with the gradient of ``out`` (straight through)."""
+    clamped = out.clamp(0.0, 1.0)
+    if not out.requires_grad:
+        return clamped
+    return out + (clamped - out).detach()
 
 
 def naive_project(

@@ -31,18 +31,26 @@ def _off_centre(cams):
 
 
 def _batched(cams, B):
-    """(B, V) cameras: volume b sees the views turned by 6 * b degrees about +y."""
-    Rs = []
+    """(B, V) cameras, different for every volume: volume b sees the views turned by
+    37 * b + 6 degrees about +y and tilted by 11 * b degrees about +x, with its focal length
+    scaled by 1 + 0.07 b, so a mix-up of volumes and views changes the silhouettes."""
+    Ks, Rs = [], []
     for b in range(B):
-        a = math.radians(6.0 * b)
+        a, e = math.radians(37.0 * b + 6.0), math.radians(11.0 * b)
         turn = torch.tensor(
             [[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]],
             dtype=cams.dtype,
         )
-        Rs.append(cams.R @ turn)
-    K = cams.K.expand(B, *cams.K.shape)
+        tilt = torch.tensor(
+            [[1.0, 0.0, 0.0], [0.0, math.cos(e), -math.sin(e)], [0.0, math.sin(e), math.cos(e)]],
+            dtype=cams.dtype,
+        )
+        Rs.append(cams.R @ turn @ tilt)
+        K = cams.K.clone()
+        K[..., :2, :2] *= 1.0 + 0.07 * b
+        Ks.append(K)
     t = cams.t.expand(B, *cams.t.shape)
-    return p3.Cameras(K, torch.stack(Rs), t, cams.image_size)
+    return p3.Cameras(torch.stack(Ks), torch.stack(Rs), t, cams.image_size)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -54,7 +62,7 @@ def test_project_equals_naive_grid_sample_reduction_with_gradients(mode, views):
         cams = _batched(cams, 2)
     volume = torch.rand(2, 3, 9, 8, 7, dtype=torch.float64, requires_grad=True)
     kwargs = dict(depth_samples=11, mode=mode, sampling="disparity", temperature=0.1)
-    lean = p3.project(volume, cams, chunk_size=4, **kwargs)
+    lean = p3.project(volume, cams, chunk_size=4, backend="reference", **kwargs)
     naive = p3.naive_project(volume, cams, **kwargs)
     assert lean.shape == (2, 4, 3, 10, 13)
     torch.testing.assert_close(lean, naive, rtol=1e-12, atol=1e-12)
@@ -98,16 +106,55 @@ def test_gradcheck_wrt_volume_and_cameras(mode):
             mode=mode,
             chunk_size=2,
             temperature=0.2,
+            backend="reference",
         )
 
     assert torch.autograd.gradcheck(fn, (volume, K, R, t), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "naive", "auto"])
+@pytest.mark.parametrize("mode", ["max", "absorption"])
+def test_per_volume_cameras_equal_a_loop_over_volumes_each_with_its_own_views(backend, mode):
+    """B=3 volumes, V=2 views each, every volume with its own cameras: the batched call must
+    equal projecting each volume alone with its cameras; a B/V mix-up would not."""
+    torch.manual_seed(11)
+    cams = _batched(_off_centre(_cams(n=2, size=(9, 11))), 3)  # (3, 2)
+    assert not torch.allclose(cams.R[0], cams.R[1]) and not torch.allclose(cams.K[1], cams.K[2])
+    volume = torch.rand(3, 2, 8, 7, 9, dtype=torch.float64)
+    volume[:, :, 2:5] = 0.0  # asymmetric content, so different views differ
+    out = p3.project(volume, cams, depth_samples=10, mode=mode, backend=backend, chunk_size=3)
+    assert out.shape == (3, 2, 2, 9, 11)
+    for b in range(3):
+        alone = p3.project(
+            volume[b : b + 1], cams[b], depth_samples=10, mode=mode, backend="naive"
+        )  # (1, 2, 2, 9, 11)
+        torch.testing.assert_close(out[b : b + 1], alone, rtol=1e-10, atol=1e-12)
+    # and the views do differ between volumes (so the comparison above could fail)
+    swapped = p3.project(volume[1:2], cams[0], depth_samples=10, mode=mode, backend="naive")
+    assert (swapped - out[1:2]).abs().max() > 1e-3
+
+
+def test_occupancy_outside_unit_range_is_refused_and_binary_volumes_stay_in_range():
+    cams = _cams(n=3, size=(16, 16), dtype=torch.float32)
+    torch.manual_seed(12)
+    binary = (torch.rand(2, 1, 12, 12, 12) > 0.5).float()
+    for backend in ("reference", "naive", "auto"):
+        for mode in ("max", "absorption"):
+            out = p3.project(binary, cams, depth_samples=24, mode=mode, backend=backend)
+            assert float(out.max()) <= 1.0 and float(out.min()) >= 0.0
+    with pytest.raises(ValueError, match=r"volume must be an occupancy in \[0, 1\]"):
+        p3.project(binary * 2 - 0.5, cams)
+    with pytest.raises(ValueError, match="occupancy in"):
+        p3.PerspectiveTransformer(depth_samples=8)(binary * 255, cams)
+    raw = p3.project(binary * 2, cams, depth_samples=8, validate=False)  # documented escape
+    assert float(raw.max()) > 1.5
 
 
 def test_max_gradient_splits_evenly_between_tied_samples_like_amax():
     torch.manual_seed(3)
     cams = _cams(n=3, size=(9, 9))
     volume = (torch.rand(2, 1, 8, 8, 8, dtype=torch.float64) > 0.6).double().requires_grad_()
-    lean = p3.project(volume, cams, depth_samples=12, chunk_size=5)
+    lean = p3.project(volume, cams, depth_samples=12, chunk_size=5, backend="reference")
     naive = p3.naive_project(volume, cams, depth_samples=12)
     weights = torch.rand_like(lean)
     (g_lean,) = torch.autograd.grad((lean * weights).sum(), volume)
