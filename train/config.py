@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any, get_type_hints
 
 from persp3d.models.occupancy import PredictorConfig
 
-__all__ = ["Config", "DataConfig", "OptimConfig", "TrainConfig", "apply_overrides", "load_config"]
+__all__ = [
+    "Config",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "validate_config",
+]
 
 
 @dataclass
@@ -21,19 +30,41 @@ class DataConfig:
     """Where the multi-view samples come from."""
 
     root: str | None = None
-    """Dataset folder; None: the procedural default (generated on first use)."""
+    """Dataset folder; None: the procedural default (generated on first use). For ``r2n2``:
+    the folder holding ``ShapeNetRendering`` and ``ShapeNetVox32`` (or ``ShapeNetRendering``
+    itself); for ``meshes``: the mesh folder (ShapeNet layout or any folder of meshes)."""
     kind: str = "procedural"
-    """``procedural`` (generate if missing) or ``folder`` (any persp3d-multiview folder)."""
+    """``procedural`` (generate if missing), ``folder`` (any persp3d-multiview folder),
+    ``r2n2`` (3D-R2N2's ShapeNetRendering + ShapeNetVox32, read directly) or ``meshes`` (a mesh
+    folder, rendered and voxelised into ``data.cache`` on first use)."""
     per_category: int = 100
     """Procedural objects per category (when generating)."""
     categories: list[str] | None = None
-    """Categories to use (default all)."""
+    """Categories to use (default all); for ShapeNet data, synset ids or names (``chair`` or
+    ``03001627``)."""
     input: str = "rgb"
     """Network input: ``rgb`` images or ``silhouette``."""
     voxel_resolution: int = 32
     """Ground-truth voxel grid used for evaluation (and the 3D-supervised baseline)."""
+    image_size: int = 0
+    """Side the dataset's images are resized to when read (r2n2 only; 0: the model's
+    ``image_size``, 64 by default as in Perspective Transformer Nets). Other kinds keep their
+    stored size; the network input is always resized to ``model.image_size``."""
+    splits_file: str | None = None
+    """r2n2: JSON split lists ``{split: {synset: {model_id: ...}}}`` (3D-R2N2 / PyTorch3D /
+    NMR lists converted to that form); None: deterministic per-category 80/10/10 splits."""
+    cache: str | None = None
+    """meshes: the dataset folder the mesh folder is imported into (None: a folder under the
+    persp3d data directory named after the mesh folder)."""
     workers: int = 0
-    """DataLoader worker processes (0: load in the main process)."""
+    """DataLoader worker processes that read samples during training and evaluation (0: read
+    in the main process)."""
+    in_memory: str = "auto"
+    """Hold the training split in memory (``true``), stream it from disk (``false``), or
+    ``auto``: in memory when its images take at most ``in_memory_mb`` (streamed otherwise, so
+    peak memory does not grow with the dataset)."""
+    in_memory_mb: float = 512.0
+    """Size limit in MiB of the ``auto`` in-memory mode (stored bytes of the training split)."""
 
 
 @dataclass
@@ -141,51 +172,227 @@ class Config:
         os.replace(tmp, path)
 
 
-def _parse_value(text: str, annotation: Any) -> Any:
+def _parse_value(text: str, annotation: Any, key: str = "value") -> Any:
+    """``text`` (YAML) as a value of the field type ``annotation``; ``ValueError`` naming
+    ``key`` when it is not one (``batch_size=abc``, ``lr=fast``, ``amp=maybe``)."""
     import yaml
 
-    value = yaml.safe_load(text)
-    kind = str(annotation)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{key}: cannot parse {text!r} ({type(err).__name__})") from err
+    return _coerce(value, annotation, key, text)
+
+
+def _coerce(value: Any, annotation: Any, key: str, text: Any = None) -> Any:
+    """``value`` checked against (and, for numbers, converted to) the type ``annotation``."""
+    import typing
+
+    shown = repr(text if text is not None else value)
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if annotation is None or annotation is Any:
+        return value
+    if args and type(None) in args:  # X | None
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _coerce(value, rest[0] if len(rest) == 1 else Any, key, text)
     if value is None:
-        return None
-    if "float" in kind and isinstance(value, (int, str)) and not isinstance(value, bool):
+        raise ValueError(f"{key} must not be empty (null); got {shown}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be true or false; got {shown}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{key} must be an integer; got {shown}")
+        if isinstance(value, str):
+            try:
+                value = float(value) if value.strip().lower() not in ("", "nan") else None
+            except ValueError:
+                value = None
+            if value is None:
+                raise ValueError(f"{key} must be an integer; got {shown}")
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise ValueError(f"{key} must be an integer; got {shown}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{key} must be a number; got {shown}")
         try:
             return float(value)  # YAML reads 3e-4 (no dot) as a string
         except ValueError as err:
-            raise ValueError(f"expected a number; got {text!r}") from err
-    if "str" in kind and not isinstance(value, str) and "list" not in kind:
+            raise ValueError(f"{key} must be a number; got {shown}") from err
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{key} must be a string; got {shown}")
         return str(value)
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list; got {shown}")
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list; got {shown}")
+        return tuple(value)
     return value
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``section.field=value`` overrides (values parsed as YAML)."""
+    """Apply ``section.field=value`` overrides (values parsed as YAML, checked against the
+    field's type: ``ValueError`` naming the option for ``train.batch_size=abc``)."""
     data = config.to_dict()
     for item in overrides:
+        if not isinstance(item, str):
+            raise ValueError(f"an override must be a string section.field=value; got {item!r}")
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ValueError(f"override must look like section.field=value; got {item!r}")
         key, text = item.split("=", 1)
+        key = key.strip()
         section, name = key.split(".", 1)
         if section not in data:
-            raise ValueError(f"unknown config section {section!r} in {item!r}")
+            raise ValueError(
+                f"unknown config section {section!r} in {item!r}; expected one of {sorted(data)}"
+            )
         if name not in data[section]:
             raise ValueError(f"unknown option {key!r}; known: {sorted(data[section])}")
         hints = get_type_hints(type(getattr(config, section)))
-        data[section][name] = _parse_value(text, hints.get(name))
+        data[section][name] = _parse_value(text, hints.get(name), key)
     return Config.from_dict(data)
 
 
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | None = None
 ) -> Config:
-    """Defaults, then the YAML (or JSON) file at ``path``, then ``overrides``."""
+    """Defaults, then the YAML (or JSON) file at ``path``, then ``overrides``; the result is
+    checked with :func:`validate_config`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not YAML/JSON holding a mapping of known sections and options
+            of the right types, or a value is out of range (the message names the option).
+    """
     config = Config()
     if path is not None:
         import yaml
 
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) if not str(path).endswith(".json") else json.loads(text)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}")
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not a text file ({err.reason})") from err
+        except yaml.YAMLError as err:  # incl. tags such as !!python/object (safe_load refuses them)
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"{path}: not a valid YAML config ({first})") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a mapping of sections")
-        config = Config.from_dict(data)
-    return apply_overrides(config, overrides or [])
+        try:
+            data = _typed_sections(data)
+            config = Config.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        except TypeError as err:
+            raise ValueError(f"{path}: {err}") from err
+    config = apply_overrides(config, overrides or [])
+    validate_config(config)
+    return config
+
+
+def _typed_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """A config file's sections with each known option checked against its field type."""
+    out: dict[str, Any] = {}
+    for section, values in data.items():
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ValueError(f"section {section!r} must be a mapping of options; got {values!r}")
+        owner = {f.name: f for f in dataclasses.fields(Config)}.get(section)
+        if owner is None:
+            out[section] = values  # Config.from_dict names the unknown section
+            continue
+        hints = get_type_hints(type(getattr(Config(), section)))
+        out[section] = {
+            name: _coerce(value, hints[name], f"{section}.{name}") if name in hints else value
+            for name, value in values.items()
+        }
+    return out
+
+
+def validate_config(config: Config) -> Config:
+    """Check the ranges and choices of a config's options; returns it unchanged.
+
+    Raises:
+        ValueError: naming the first option out of range, e.g.
+            ``train.batch_size must be >= 1; got 0``.
+    """
+
+    def need(section: str, name: str, ok, expected: str) -> None:
+        part = getattr(config, section)
+        if not hasattr(part, name):
+            return  # an option this version does not have
+        value = getattr(part, name)
+        if isinstance(value, bool) and expected.startswith(("an integer", "a number")):
+            ok_value = False
+        else:
+            try:
+                ok_value = bool(ok(value))
+            except (TypeError, ValueError):
+                ok_value = False
+        if not ok_value:
+            raise ValueError(f"{section}.{name} must be {expected}; got {value!r}")
+
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    def integer(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    for section, name, minimum in (
+        ("train", "batch_size", 1),
+        ("train", "max_steps", 0),
+        ("train", "views_per_step", 0),
+        ("train", "projection_size", 1),
+        ("train", "depth_samples", 1),
+        ("train", "eval_every", 1),
+        ("train", "checkpoint_every", 1),
+        ("train", "log_every", 1),
+        ("train", "val_objects", 1),
+        ("train", "threads", 0),
+        ("data", "per_category", 1),
+        ("data", "voxel_resolution", 1),
+        ("data", "workers", 0),
+        ("data", "image_size", 0),
+    ):
+        need(section, name, lambda v, m=minimum: integer(v) and v >= m, f"an integer >= {minimum}")
+    need("train", "seed", lambda v: integer(v) and v >= 0, "an integer >= 0")
+    need("optim", "lr", lambda v: finite(v) and v > 0, "a finite number > 0")
+    for section, name in (
+        ("optim", "weight_decay"),
+        ("optim", "grad_clip"),
+        ("train", "max_minutes"),
+        ("train", "loss_l2"),
+        ("train", "loss_bce"),
+        ("train", "loss_iou"),
+        ("train", "loss_voxel"),
+        ("data", "in_memory_mb"),
+    ):
+        need(section, name, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+    for section, name, choices in (
+        ("train", "supervision", ("silhouette", "voxel", "both")),
+        ("train", "projection_mode", ("max", "absorption", "smooth")),
+        ("train", "projection_backend", ("auto", "fused", "reference", "naive")),
+        ("data", "input", ("rgb", "silhouette")),
+    ):
+        need(section, name, lambda v, c=choices: v in c, f"one of {', '.join(choices)}")
+    return config

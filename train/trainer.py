@@ -1,10 +1,12 @@
-"""The training loop: OccupancyPredictor + PerspectiveTransformer + multi-view silhouettes.
+"""The training loop: a :class:`~persp3d.train.pipeline.Pipeline` fed by streamed batches.
 
-Joins the pieces of the data path: image -> network -> volume -> perspective transformer ->
-silhouettes -> loss against the ground-truth silhouettes of sampled views (no 3D labels),
-or the voxel BCE of the 3D-supervised baseline. Everything random in a step (the batch, the
-input view, the supervising views) is drawn from a generator seeded by ``(seed, step)``, so a
-run resumed from a checkpoint repeats the uninterrupted run step for step.
+Joins the pieces of the data path: dataset -> step sampler -> DataLoader workers (see
+:mod:`persp3d.train.data`) -> pipeline (input view -> network -> volume -> perspective
+transformer) -> silhouettes -> loss against the ground-truth silhouettes of sampled views (no
+3D labels), or the voxel BCE of the 3D-supervised baseline. Everything random in a step (the
+batch, the input view, the supervising views) is drawn from generators seeded by ``(seed,
+step, slot)``, so a run resumed from a checkpoint repeats the uninterrupted run step for step,
+with any number of data workers.
 """
 
 from __future__ import annotations
@@ -13,174 +15,126 @@ import csv
 import json
 import math
 import os
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from persp3d.cameras import Cameras
 from persp3d.losses import silhouette_bce, silhouette_l2, soft_iou_loss, voxel_bce
 from persp3d.metrics import iou_3d, silhouette_scores
 from persp3d.models.occupancy import OccupancyPredictor
 from persp3d.train.checkpoint import load_checkpoint, save_checkpoint
-from persp3d.train.config import Config, DataConfig
-from persp3d.transformer import PerspectiveTransformer
+from persp3d.train.config import Config
+from persp3d.train.data import (
+    InMemorySplit,
+    StepSampler,
+    StepSamples,
+    batch_cameras,
+    build_dataset,
+    choose_in_memory,
+    train_batches,
+)
+from persp3d.train.pipeline import Pipeline, default_input_view
 
-__all__ = ["MultiViewTensors", "Trainer", "build_dataset", "load_model"]
+__all__ = [
+    "THRESHOLDS",
+    "MultiViewTensors",
+    "Trainer",
+    "build_dataset",
+    "load_model",
+    "progress_text",
+]
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
-
-def build_dataset(cfg: DataConfig, split: str, progress: bool = True):
-    """The dataset of ``cfg`` for ``split`` (generating the procedural default if needed)."""
-    from persp3d.datasets.multiview import MultiViewFolder
-    from persp3d.datasets.procedural import ProceduralConfig, ProceduralShapes, default_data_dir
-
-    if cfg.kind == "procedural":
-        root = Path(cfg.root) if cfg.root else default_data_dir() / "procedural"
-        config = (
-            None
-            if (root / "manifest.json").exists()
-            else ProceduralConfig(per_category=cfg.per_category)
-        )
-        return ProceduralShapes(
-            root,
-            split,
-            config,
-            progress=progress,
-            categories=cfg.categories,
-            voxel_resolution=cfg.voxel_resolution,
-        )
-    if cfg.kind == "folder":
-        if not cfg.root:
-            raise ValueError("data.root must name the dataset folder when data.kind is 'folder'")
-        return MultiViewFolder(
-            cfg.root, split, categories=cfg.categories, voxel_resolution=cfg.voxel_resolution
-        )
-    raise ValueError(f"data.kind must be 'procedural' or 'folder'; got {cfg.kind!r}")
-
-
-@dataclass
-class MultiViewTensors:
-    """A split held in memory: ``images (N, V, 3, H, W)`` and ``silhouettes (N, V, 1, H, W)``
-    as uint8, cameras ``K, R (N, V, 3, 3)``, ``t (N, V, 3)``, ``voxels (N, 1, R, R, R)``."""
-
-    images: torch.Tensor
-    silhouettes: torch.Tensor
-    K: torch.Tensor
-    R: torch.Tensor
-    t: torch.Tensor
-    image_size: tuple[int, int]
-    voxels: torch.Tensor | None
-    categories: list[str]
-    ids: list[str]
-
-    @classmethod
-    def from_dataset(cls, dataset, limit: int | None = None) -> MultiViewTensors:
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        if n == 0:
-            raise ValueError(f"{dataset!r} holds no samples")
-        images, sils, Ks, Rs, ts, voxels, cats, ids = [], [], [], [], [], [], [], []
-        for i in range(n):
-            s = dataset[i]
-            images.append((s["images"] * 255).round().to(torch.uint8))
-            sils.append((s["silhouettes"] * 255).round().to(torch.uint8))
-            cams = s["cameras"]
-            Ks.append(cams.K.float())
-            Rs.append(cams.R.float())
-            ts.append(cams.t.float())
-            if "voxels" in s:
-                voxels.append(s["voxels"].float())
-            cats.append(s["category"])
-            ids.append(s["id"])
-        return cls(
-            torch.stack(images),
-            torch.stack(sils),
-            torch.stack(Ks),
-            torch.stack(Rs),
-            torch.stack(ts),
-            cams.image_size,
-            torch.stack(voxels) if len(voxels) == n else None,
-            cats,
-            ids,
-        )
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def cameras(self, index: torch.Tensor, views: torch.Tensor) -> Cameras:
-        """Cameras of objects ``index (B,)`` and views ``views (B, k)`` -> batch ``(B, k)``."""
-        rows = index[:, None].expand_as(views)
-        return Cameras(
-            self.K[rows, views],
-            self.R[rows, views],
-            self.t[rows, views],
-            self.image_size,
-            validate=False,
-        )
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+MultiViewTensors = InMemorySplit
+"""Former name of :class:`persp3d.train.data.InMemorySplit` (kept for compatibility)."""
 
 
 def load_model(
     path: str | os.PathLike, map_location: str = "cpu"
 ) -> tuple[OccupancyPredictor, Config, dict]:
-    """A trained network from a checkpoint file or a run folder (its ``best.pt``, else ``last.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    state = load_checkpoint(path, map_location)
-    for key in ("model", "config"):
-        if key not in state:
-            raise ValueError(f"{path} is not a persp3d training checkpoint (no {key!r})")
-    config = Config.from_dict(json.loads(state["config"]))
-    model = OccupancyPredictor(config.model)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, config, state
+    """``(model, config, checkpoint)`` of a run folder or checkpoint file; a thin wrapper of
+    :meth:`Pipeline.from_run` (predict through the pipeline, which also prepares the input)."""
+    pipeline = Pipeline.from_run(path, map_location)
+    return pipeline.model, pipeline.config, pipeline.state
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def progress_text(
+    elapsed: float,
+    step: int,
+    max_steps: int,
+    max_minutes: float,
+    start_step: int = 0,
+    start_elapsed: float = 0.0,
+) -> tuple[float, str]:
+    """``(fraction done, "elapsed / budget, remaining")`` of a run limited by a time budget
+    (``max_minutes``) and/or a step limit; the nearer limit decides."""
+    fractions, texts = [], []
+    if max_minutes > 0:
+        budget = 60.0 * max_minutes
+        fractions.append(min(1.0, elapsed / budget))
+        texts.append((budget - elapsed, f"{_clock(elapsed)} / {_clock(budget)}"))
+    if max_steps < 2**31:
+        done = step - start_step
+        rate = (elapsed - start_elapsed) / done if done > 0 else float("nan")
+        left = (max_steps - step) * rate
+        fractions.append(min(1.0, step / max(1, max_steps)))
+        texts.append(
+            (left, f"{_clock(elapsed)} / {'?' if math.isnan(left) else _clock(elapsed + left)}")
+        )
+    if not fractions:
+        return 0.0, f"{_clock(elapsed)} elapsed"
+    k = max(range(len(fractions)), key=lambda i: fractions[i])
+    left, text = texts[k]
+    return fractions[k], f"{text}, {'?' if math.isnan(left) else _clock(left)} left"
 
 
 class Trainer:
-    """Trains an :class:`OccupancyPredictor` as configured; see :meth:`fit`.
+    """Trains the :class:`Pipeline` of a config (its :class:`OccupancyPredictor`); see
+    :meth:`fit`.
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), it trains with DistributedDataParallel:
-    each process takes its share of every batch (gloo on CPU, NCCL on GPU).
+    each process reads and trains on its own slots of every step's batch (gloo on CPU, NCCL
+    on GPU).
     """
 
     def __init__(self, config: Config, resume: bool = False) -> None:
-        self.config = config
         cfg = config.train
         if cfg.supervision not in ("silhouette", "voxel", "both"):
             raise ValueError(
                 f"train.supervision must be silhouette, voxel or both; got {cfg.supervision!r}"
             )
-        if config.data.input not in ("rgb", "silhouette"):
-            raise ValueError(f"data.input must be rgb or silhouette; got {config.data.input!r}")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.main = self.rank == 0
+        self._t0 = time.perf_counter()
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
             torch.distributed.init_process_group(backend)
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        self.main = self.rank == 0
         self.out = Path(cfg.out)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
 
-        in_channels = 3 if config.data.input == "rgb" else 1
-        if config.model.in_channels != in_channels:
-            config.model.in_channels = in_channels
         torch.manual_seed(cfg.seed)
-        self.model = OccupancyPredictor(config.model).to(self.device)
+        self.pipeline = Pipeline(config).to(self.device)
+        self.config = self.pipeline.config
+        self.model = self.pipeline.model
+        self.transformer = self.pipeline.transformer
         self.net: torch.nn.Module = self.model
         if cfg.compile:
             self.net = torch.compile(self.net)
@@ -191,75 +145,82 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
-        self.transformer = PerspectiveTransformer(
-            depth_samples=cfg.depth_samples,
-            out_size=(cfg.projection_size,) * 2,
-            mode=cfg.projection_mode,
-            backend=cfg.projection_backend,
-        )
         self.step = 0
         self.best = -1.0
         self.elapsed = 0.0
+        self.last_val: dict[str, float] = {}
+        self._batches = None
         if resume:
             self._resume()
 
+    def say(self, message: str) -> None:
+        """A start-up line on stderr (main process, when progress is shown)."""
+        if self.main and self.config.train.progress:
+            t = time.perf_counter() - self._t0
+            print(f"[persp3d train {t:6.1f}s] {message}", file=sys.stderr, flush=True)
+
     # -- data ------------------------------------------------------------------------------
     def _load_data(self) -> None:
-        progress = self.config.train.progress and self.main
+        """Open the splits, choose in-memory or streamed, start the data workers."""
+        data, cfg = self.config.data, self.config.train
+        progress = cfg.progress and self.main
+        where = data.root or "the default folder"
+        self.say(f"data: opening {data.kind} data at {where} (generated or imported on first use)")
         if self.world > 1 and not self.main:
             torch.distributed.barrier()  # let rank 0 generate the data first
-        train_set = build_dataset(self.config.data, "train", progress)
-        val_set = build_dataset(self.config.data, "val", progress)
+        size = self.config.model.image_size
+        train_set = build_dataset(data, "train", progress, image_size=size)
+        val_set = build_dataset(data, "val", progress, image_size=size)
         if self.world > 1 and self.main:
             torch.distributed.barrier()
-        self.train_data = MultiViewTensors.from_dataset(train_set)
-        self.val_data = MultiViewTensors.from_dataset(val_set, self.config.train.val_objects)
-
-    def _batch(
-        self,
-        data: MultiViewTensors,
-        index: torch.Tensor,
-        input_view: torch.Tensor,
-        views: torch.Tensor,
-    ):
-        cfg = self.config.train
-        if self.config.data.input == "rgb":
-            image = data.images[index, input_view].float() / 255.0  # (B, 3, H, W)
+        self.say(f"data: {len(train_set)} training and {len(val_set)} validation objects")
+        self.in_memory, why = choose_in_memory(data, train_set)
+        if self.in_memory:
+            self.say(f"data: reading the training split into memory ({why})")
+            train_set = InMemorySplit.from_dataset(train_set, say=self.say, what="training split")
         else:
-            image = data.silhouettes[index, input_view].float() / 255.0  # (B, 1, H, W)
-        rows = index[:, None].expand_as(views)
-        sil = data.silhouettes[rows, views].float() / 255.0  # (B, k, 1, H, W)
-        B, k = views.shape
-        H = sil.shape[-1]
-        if H != cfg.projection_size:
-            sil = F.adaptive_avg_pool2d(sil.reshape(B * k, 1, H, H), cfg.projection_size).reshape(
-                B, k, 1, cfg.projection_size, cfg.projection_size
-            )
-        cams = data.cameras(index, views)
-        voxels = data.voxels[index] if data.voxels is not None else None
-        to = self.device
-        return image.to(to), sil.to(to), cams.to(to), None if voxels is None else voxels.to(to)
+            self.say(f"data: streaming the training split from disk ({why})")
+        self.train_data = train_set
+        self.say(f"data: reading {min(cfg.val_objects, len(val_set))} validation objects")
+        self.val_data = InMemorySplit.from_dataset(val_set, cfg.val_objects)
+        self.samples = StepSamples(
+            train_set,
+            seed=cfg.seed,
+            views_per_step=cfg.views_per_step,
+            input_kind=data.input,
+            projection_size=cfg.projection_size,
+            with_voxels=cfg.supervision in ("voxel", "both"),
+        )
+        self._open_batches()
 
-    def _step_indices(self, step: int):
-        """Objects, input view and supervising views of ``step`` (this process's share)."""
-        cfg = self.config.train
-        n = len(self.train_data)
-        per_epoch = max(1, n // cfg.batch_size)
-        epoch, pos = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=_step_generator(cfg.seed, -1 - epoch))
-        index = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-        if len(index) < cfg.batch_size:
-            index = torch.cat([index, order[: cfg.batch_size - len(index)]])
-        gen = _step_generator(cfg.seed, step)
-        V = self.train_data.images.shape[1]
-        input_view = torch.randint(V, (len(index),), generator=gen)
-        k = V if cfg.views_per_step <= 0 else min(cfg.views_per_step, V)
-        views = torch.rand(len(index), V, generator=gen).argsort(dim=1)[:, :k]
-        share = slice(self.rank, None, self.world)
-        return index[share], input_view[share], views[share]
+    def _open_batches(self) -> None:
+        cfg, data = self.config.train, self.config.data
+        sampler = StepSampler(
+            len(self.samples),
+            cfg.batch_size,
+            cfg.seed,
+            start=self.step,
+            stop=cfg.max_steps,
+            rank=self.rank,
+            world=self.world,
+        )
+        workers = 0 if self.in_memory else data.workers
+        if workers:
+            self.say(f"data: starting {workers} data worker processes")
+        self._batches = train_batches(
+            self.samples, sampler, workers, pin_memory=self.device.type == "cuda"
+        )
+
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        if self._batches is None:
+            self._load_data()
+        return next(self._batches)
+
+    def _close_batches(self) -> None:
+        self._batches = None  # stops the workers
 
     # -- one step --------------------------------------------------------------------------
-    def losses(self, logits, image, sil, cams, voxels) -> dict[str, torch.Tensor]:
+    def losses(self, logits, sil, cams, voxels) -> dict[str, torch.Tensor]:
         cfg = self.config.train
         out: dict[str, torch.Tensor] = {}
         if cfg.supervision in ("silhouette", "both"):
@@ -277,16 +238,21 @@ class Trainer:
             out["voxel"] = cfg.loss_voxel * voxel_bce(logits, voxels)
         return out
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One optimisation step on ``batch`` (default: the next batch of the loader)."""
         cfg = self.config.train
+        batch = self._next_batch() if batch is None else batch
         self.net.train()
-        index, input_view, views = self._step_indices(self.step)
-        image, sil, cams, voxels = self._batch(self.train_data, index, input_view, views)
+        to = self.device
+        image = self.pipeline.prepare(batch["input"])  # (B, C_in, S, S)
+        sil = batch["silhouettes"].to(to, non_blocking=True)  # (B, k, 1, s, s)
+        cams = batch_cameras(batch).to(to)  # (B, k)
+        voxels = batch["voxels"].to(to, non_blocking=True) if "voxels" in batch else None
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda"
         ):
             logits = self.net(image)
-        terms = self.losses(logits.float(), image, sil, cams, voxels)
+        terms = self.losses(logits.float(), sil, cams, voxels)
         loss = sum(v for k, v in terms.items() if not k.startswith("_"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -304,25 +270,39 @@ class Trainer:
         return stats
 
     # -- validation ------------------------------------------------------------------------
+    def _val_batch(self, index: torch.Tensor, views: torch.Tensor):
+        """Raw input views ``(B, C_in, H, W)`` (the :func:`default_input_view` of each
+        object), silhouettes ``(B, k, 1, s, s)`` and cameras ``(B, k)`` of ``views``."""
+        data, s = self.val_data, self.config.train.projection_size
+        source = data.images if self.config.data.input == "rgb" else data.silhouettes
+        inputs = source[index, default_input_view(index, data.n_views)]  # (B, C_in, H, W) uint8
+        rows = index[:, None].expand_as(views)
+        sil = data.silhouettes[rows, views].float() / 255.0  # (B, k, 1, H, W)
+        B, k, _, H, W = sil.shape
+        if (H, W) != (s, s):
+            sil = F.adaptive_avg_pool2d(sil.reshape(B * k, 1, H, W), s).reshape(B, k, 1, s, s)
+        return inputs, sil.to(self.device), data.cameras(index, views).to(self.device)
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """3D IoU (threshold sweep) and silhouette IoU on all views of the validation objects."""
+        """3D IoU (threshold sweep) and silhouette IoU on all views of the validation objects,
+        each predicted from its :func:`default_input_view`."""
         self.net.eval()
         data = self.val_data
-        V = data.images.shape[1]
+        V = data.n_views
         ious = {th: [] for th in THRESHOLDS}
         sil_iou = []
         for start in range(0, len(data), 16):
             index = torch.arange(start, min(start + 16, len(data)))
-            input_view = (index * 7) % V
             views = torch.arange(V).expand(len(index), V)
-            image, sil, cams, voxels = self._batch(data, index, input_view, views)
-            occ = torch.sigmoid(self.model(image))
-            if voxels is not None:
+            inputs, sil, cams = self._val_batch(index, views)
+            occ = self.pipeline.predict_views(inputs)  # (B, 1, R, R, R)
+            if data.voxels is not None:
+                voxels = data.voxels[index].to(self.device).float() / 255.0
                 for th in THRESHOLDS:
-                    ious[th].append(iou_3d(occ, voxels, th))
+                    ious[th].append(iou_3d(occ, voxels, th).cpu())
             pred = self.transformer(occ, cams)
-            sil_iou.append(silhouette_scores(pred, sil)["iou"].mean(dim=(1, 2)))
+            sil_iou.append(silhouette_scores(pred, sil)["iou"].mean(dim=(1, 2)).cpu())
         out = {"val_sil_iou": float(torch.cat(sil_iou).mean())}
         if data.voxels is not None:
             sweep = {th: float(torch.cat(v).mean()) for th, v in ious.items()}
@@ -354,6 +334,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best = float(state["best"])
         self.elapsed = float(state["elapsed"])
+        self.say(f"resuming at step {self.step} from {path}")
         if self.main:
             _truncate_csv(self.out / "steps.csv", self.step)
             _truncate_jsonl(self.out / "val.jsonl", self.step)
@@ -368,21 +349,19 @@ class Trainer:
         cfg = self.config.train
         if self.main:
             self.config.save(self.out / "config.yaml")
-        self._load_data()
+        self.say(f"model: {self.model.summary()} on {self.device}")
+        if self._batches is None:
+            self._load_data()
         writer = _tensorboard(self.out / "tb") if self.main else None
-        bar = None
-        if self.main and cfg.progress:
-            from tqdm import tqdm
-
-            total = cfg.max_steps if cfg.max_steps < 2**31 else None  # None: a time limit
-            bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
+        bar = _Bar(cfg, self.step, self.elapsed) if self.main and cfg.progress else None
+        if bar is not None:
+            self.say("training (the first steps compile the projection kernels)")
         steps_file = None
         if self.main:
             new = not (self.out / "steps.csv").exists()
             steps_file = open(self.out / "steps.csv", "a", newline="")
             if new:
                 steps_file.write("step,loss,sil_iou,seconds\n")
-        running = None
         metrics: dict[str, float] = {}
         start = time.perf_counter() - self.elapsed
         try:
@@ -392,16 +371,10 @@ class Trainer:
                 stats = self.train_step()
                 self.elapsed = time.perf_counter() - start
                 iou = stats.get("sil_iou", float("nan"))
-                running = (
-                    iou if running is None or math.isnan(running) else 0.9 * running + 0.1 * iou
-                )
                 if self.main:
                     steps_file.write(
                         f"{self.step},{stats['loss']:.8g},{iou:.6f},{self.elapsed:.2f}\n"
                     )
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{stats['loss']:.4f}", iou=f"{running:.3f}")
                     if writer is not None and self.step % cfg.log_every == 0:
                         for k, v in stats.items():
                             writer.add_scalar(f"train/{k}", v, self.step)
@@ -409,11 +382,14 @@ class Trainer:
                             self._log_images(writer)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                     metrics = self._validate_and_log(writer)
+                if bar is not None:
+                    bar.update(self.step, self.elapsed, stats, self.last_val)
                 if self.step % cfg.checkpoint_every == 0:
                     if steps_file is not None:
                         steps_file.flush()
                     self._save("last.pt")
         finally:
+            self._close_batches()
             if steps_file is not None:
                 steps_file.close()
             if bar is not None:
@@ -427,6 +403,7 @@ class Trainer:
 
     def _validate_and_log(self, writer) -> dict[str, float]:
         metrics = self.validate() | {"step": self.step, "seconds": round(self.elapsed, 2)}
+        self.last_val = metrics
         score = metrics.get("val_iou_3d", metrics["val_sil_iou"])
         if self.main:
             with open(self.out / "val.jsonl", "a") as f:
@@ -445,13 +422,13 @@ class Trainer:
         """Input, predicted and ground-truth silhouettes of 4 validation objects."""
         data = self.val_data
         index = torch.arange(min(4, len(data)))
-        V = data.images.shape[1]
+        V = data.n_views
         views = torch.arange(0, V, max(1, V // 4))[:4].expand(len(index), -1)
-        image, sil, cams, _ = self._batch(data, index, torch.zeros_like(index), views)
+        inputs, sil, cams = self._val_batch(index, views)
         self.net.eval()
-        pred = self.transformer(torch.sigmoid(self.model(image)), cams)
+        pred = self.transformer(self.pipeline.predict_views(inputs), cams)
         s = sil.shape[-1]
-        inp = F.interpolate(image, size=(s, s), mode="area")
+        inp = F.interpolate(self.pipeline.prepare(inputs), size=(s, s), mode="area")
         inp = inp if inp.shape[1] == 3 else inp.expand(-1, 3, -1, -1)
         rows = [
             torch.cat(
@@ -459,7 +436,47 @@ class Trainer:
             )
             for b in range(len(index))
         ]
-        writer.add_image("val/input_pred_gt", torch.cat(rows, dim=-2).clamp(0, 1), self.step)
+        writer.add_image("val/input_pred_gt", torch.cat(rows, dim=-2).clamp(0, 1).cpu(), self.step)
+
+
+class _Bar:
+    """The training bar: elapsed / budget, time left, step, loss and the latest val IoU."""
+
+    def __init__(self, cfg, step: int, elapsed: float) -> None:
+        from tqdm import tqdm
+
+        self.cfg, self.start_step, self.start_elapsed = cfg, step, elapsed
+        self.bar = tqdm(total=1000, desc="train", bar_format="{desc} |{bar:20}|{postfix}")
+        self.running: float | None = None
+        self.last = 0.0
+
+    def update(self, step: int, elapsed: float, stats: dict, val: dict) -> None:
+        iou = stats.get("sil_iou", float("nan"))
+        if self.running is None or math.isnan(self.running):
+            self.running = iou
+        else:
+            self.running = 0.9 * self.running + 0.1 * iou
+        now = time.perf_counter()
+        if now - self.last < 0.5 and step < self.cfg.max_steps:
+            return
+        self.last = now
+        cfg = self.cfg
+        fraction, text = progress_text(
+            elapsed, step, cfg.max_steps, cfg.max_minutes, self.start_step, self.start_elapsed
+        )
+        val_text = "val IoU -"
+        if val:
+            v = val.get("val_iou_3d", val.get("val_sil_iou"))
+            kind = "3D" if "val_iou_3d" in val else "sil"
+            val_text = f"val {kind} IoU {v:.3f} (step {val['step']})"
+        self.bar.n = int(1000 * fraction)
+        self.bar.set_description_str(f"train {text}", refresh=False)
+        self.bar.set_postfix_str(
+            f"step {step}, loss {stats['loss']:.4f}, sil IoU {self.running:.3f}, {val_text}"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _tensorboard(path: Path):
