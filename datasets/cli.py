@@ -1,6 +1,7 @@
 """``persp3d data``: make, import and inspect multi-view datasets from the command line.
 
     persp3d data make procedural --out DIR [--categories ...] [--per-category N] [...]
+    persp3d data make r2n2-layout --out DIR [--categories ...] [--per-category N] [--distinct K]
     persp3d data import MESH_DIR --out DIR [--strict] [...]
     persp3d data info DIR [--sheet PNG]
 
@@ -61,7 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="data_command", metavar="{make,import,info}", required=True)
     make = sub.add_parser("make", help="generate a dataset (the procedural shapes)")
-    make.add_argument("kind", choices=["procedural"], help="what to make")
+    make.add_argument(
+        "kind", choices=["procedural", "r2n2-layout"],
+        help="what to make: a persp3d dataset folder, or the procedural shapes in 3D-R2N2's "
+        "ShapeNetRendering + ShapeNetVox32 layout (137 x 137, 24 views; only --categories, "
+        "--per-category, --seed, --views, --distinct, --workers, --overwrite apply)",
+    )  # fmt: skip
     make.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     make.add_argument(
         "--categories", nargs="+", choices=sorted(CATEGORIES), metavar="CAT",
@@ -71,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-category", type=int, default=None, help="objects per category (default 100)"
     )
     make.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    make.add_argument(
+        "--distinct", type=int, default=None, metavar="K",
+        help="r2n2-layout: render K objects per category, write the rest as their copies "
+        "(fast, for loading benchmarks; default: render every object)",
+    )  # fmt: skip
     _render_arguments(make, (32, 64), DEFAULT_ELEVATION_RANGE)
 
     imp = sub.add_parser("import", help="render and voxelise a folder of meshes (ShapeNet or any)")
@@ -147,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
 def _make(args: argparse.Namespace) -> int:
     import time
 
+    if args.kind == "r2n2-layout":
+        return _make_r2n2_layout(args)
+
     from persp3d.datasets.procedural import (
         DEFAULT_PER_CATEGORY,
         ProceduralConfig,
@@ -170,6 +184,25 @@ def _make(args: argparse.Namespace) -> int:
     )
     n = sum(1 for it in manifest["items"] if it.get("sha256"))
     print(f"{args.out}: {n} objects in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _make_r2n2_layout(args: argparse.Namespace) -> int:
+    from persp3d.datasets.r2n2_layout import write_r2n2_layout
+
+    info = write_r2n2_layout(
+        args.out,
+        args.categories,
+        args.per_category or 4,
+        seed=args.seed,
+        views=args.views,
+        distinct=args.distinct,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"{args.out}: {info['models']} objects in 3D-R2N2's layout ({info['written']} written) "
+          f"in {info['seconds']:.1f} s")  # fmt: skip
     return 0
 
 
