@@ -12,12 +12,19 @@ centred principal point is ``(W/2, H/2)``. World units and axes are the capture'
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CaptureScene", "CaptureView"]
+__all__ = [
+    "CaptureScene",
+    "CaptureView",
+    "decompose_projection",
+    "estimate_up",
+    "image_size_of",
+]
 
 
 @dataclass
@@ -107,3 +114,83 @@ class CaptureScene:
             self.box = (center, side)
         if self.points is not None:
             self.points = np.asarray(self.points, dtype=np.float64).reshape(-1, 3)
+
+
+# -- helpers the readers share ----------------------------------------------------------------
+def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file, read from its header.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is not an image PIL can read (the message names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            W, H = img.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from err
+    return int(H), int(W)
+
+
+def estimate_up(rotations: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """The world's up direction seen by a set of cameras: the axis that their image "up"
+    (``-y`` of OpenCV camera axes, i.e. ``-R[1, :]`` in world coordinates) agrees with most.
+
+    Sign-robust: the principal eigenvector of ``sum_v u_v u_v^T`` is signed to agree with the
+    majority, so a few views rotated by 180 degrees in the image plane (Middlebury's
+    negative-latitude views) do not flip it.
+
+    Args:
+        rotations: ``(V, 3, 3)`` world->camera rotations (OpenCV axes).
+
+    Returns:
+        ``(3,)`` unit vector in world coordinates.
+    """
+    R = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    ups = -R[:, 1, :]  # (V, 3) camera up in world coordinates
+    _, vecs = np.linalg.eigh(ups.T @ ups)
+    up = vecs[:, -1]
+    if np.sum(np.sign(ups @ up)) < 0:
+        up = -up
+    return up / np.linalg.norm(up)
+
+
+def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``K, R, t`` of a ``3 x 4`` (or ``4 x 4``) projection matrix ``P ~ K [R | t]``.
+
+    RQ decomposition of ``P[:, :3]`` with a positive diagonal of ``K`` and ``det R = +1``
+    (``P`` is defined up to scale, so a negative overall scale is removed first), then
+    ``K`` is normalised to ``K[2, 2] = 1`` and ``t = K^-1 P[:, 3]`` with the same scale.
+    Pixel convention: whatever ``P``'s is (the caller converts).
+
+    Raises:
+        ValueError: ``P`` is not finite, has the wrong shape or a singular left 3 x 3 block.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    if P.shape == (4, 4):
+        P = P[:3]
+    if P.shape != (3, 4) or not np.isfinite(P).all():
+        raise ValueError(f"projection matrix must be finite 3 x 4 or 4 x 4; got shape {P.shape}")
+    M = P[:, :3]
+    det = np.linalg.det(M)
+    norm = float(np.abs(M).max())
+    if norm == 0.0 or abs(det) < 1e-12 * norm**3:
+        raise ValueError("projection matrix has a singular left 3 x 3 block (not K [R | t])")
+    if det < 0:  # P and -P project alike; keep the one with det(K R) > 0
+        P = -P
+        M = P[:, :3]
+    flip = np.eye(3)[::-1]  # reverses rows / columns
+    Q, U = np.linalg.qr((flip @ M).T)  # M^T flipped = Q U
+    K = flip @ U.T @ flip  # upper triangular
+    R = flip @ Q.T
+    signs = np.diag(np.sign(np.diag(K)))  # make diag(K) positive: K S, S R (S^2 = I)
+    K = K @ signs
+    R = signs @ R
+    t = np.linalg.solve(K, P[:, 3])
+    K = K / K[2, 2]
+    return K, R, t
