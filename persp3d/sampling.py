@@ -79,9 +79,15 @@ def sample_volume(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         ``(B, C, Dg, h, w)`` for a single view, else ``(B, V, C, Dg, h, w)``.
 
     Convention: see the module docstring; outside the box the volume is 0.
+
+    Raises:
+        ValueError: a bad shape, a grid for another number of volumes, or NaN / infinite
+            values in ``volume`` or ``grid``.
     """
     sizes = check_volume(volume)
     check_tensor(grid, "grid")
+    if not bool(torch.isfinite(grid.detach()).all()):
+        raise ValueError("grid holds NaN or infinite coordinates")
     if grid.shape[-1] != 3 or grid.ndim not in (4, 5, 6):
         raise ValueError(
             "grid must be (Dg, h, w, 3), (V, Dg, h, w, 3) or (B, V, Dg, h, w, 3); "

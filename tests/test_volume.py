@@ -7,6 +7,7 @@ own value.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -210,3 +211,74 @@ def test_world_to_grid_rejects_points_without_xyz():
         BOX.world_to_grid(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="grid_coords must have shape"):
         BOX.grid_to_world(torch.zeros(4, 4))
+
+
+# -- sample_volume against a naive trilinear loop ------------------------------------------
+def _naive_trilinear(volume: torch.Tensor, x: float, y: float, z: float) -> torch.Tensor:
+    """One point by the textbook formula: ``align_corners=False`` pixel coordinates
+    ``((g + 1) * size - 1) / 2``, eight corner weights, zero outside. volume (C, D, H, W)."""
+    C, D, H, W = volume.shape
+    fx, fy, fz = ((x + 1) * W - 1) / 2, ((y + 1) * H - 1) / 2, ((z + 1) * D - 1) / 2
+    x0, y0, z0 = math.floor(fx), math.floor(fy), math.floor(fz)
+    out = torch.zeros(C, dtype=volume.dtype)
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                i, j, k = x0 + dx, y0 + dy, z0 + dz
+                if not (0 <= i < W and 0 <= j < H and 0 <= k < D):
+                    continue
+                w = (
+                    (fx - x0 if dx else 1 - (fx - x0))
+                    * (fy - y0 if dy else 1 - (fy - y0))
+                    * (fz - z0 if dz else 1 - (fz - z0))
+                )
+                out += w * volume[:, k, j, i]
+    return out
+
+
+@pytest.mark.parametrize("layout", ["single", "shared", "per_volume"])
+def test_sample_volume_equals_a_naive_trilinear_loop(layout):
+    gen = torch.Generator().manual_seed(3)
+    volume = torch.rand(2, 2, *RES, generator=gen, dtype=F64)  # (B, C, D, H, W)
+    shape = {"single": (2, 3, 2), "shared": (3, 2, 2, 2), "per_volume": (2, 2, 2, 1, 3)}[layout]
+    grid = torch.rand(*shape, 3, generator=gen, dtype=F64) * 2.6 - 1.3  # some points outside
+    out = p3.sample_volume(volume, grid)
+    if layout == "single":
+        assert out.shape == (2, 2, *shape)  # (B, C, Dg, h, w)
+    else:
+        views = shape[0] if layout == "shared" else shape[1]
+        assert out.shape == (2, views, 2, *shape[-3:])  # (B, V, C, Dg, h, w)
+    for b in range(2):
+        for idx in itertools.product(*(range(n) for n in shape)):
+            if layout == "single":
+                point, got = grid[idx], out[(b, slice(None), *idx)]
+            elif layout == "shared":
+                point, got = grid[idx], out[(b, idx[0], slice(None), *idx[1:])]
+            else:
+                if idx[0] != b:
+                    continue
+                point, got = grid[idx], out[(b, idx[1], slice(None), *idx[2:])]
+            expected = _naive_trilinear(volume[b], *point.tolist())
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+
+
+def test_sample_volume_per_volume_grids_read_their_own_volume():
+    volume = torch.stack([torch.zeros(1, *RES), torch.ones(1, *RES)]).double()  # (2, 1, ...)
+    grid = torch.zeros(2, 1, 1, 1, 1, 3, dtype=F64)  # the centre, for each volume
+    out = p3.sample_volume(volume, grid)  # (2, 1, 1, 1, 1, 1)
+    assert out.reshape(2).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda v: p3.sample_volume(v[0], torch.zeros(1, 1, 1, 3)), r"volume must be \(B, C"),
+        (lambda v: p3.sample_volume(v, torch.zeros(1, 1, 1, 2)), "grid must be"),
+        (lambda v: p3.sample_volume(v, torch.zeros(3, 1, 1, 1, 1, 3)), "grid has 3 volumes"),
+        (lambda v: p3.sample_volume(v, torch.full((1, 1, 1, 3), math.nan)), "grid holds NaN"),
+        (lambda v: p3.sample_volume(v * math.inf, torch.zeros(1, 1, 1, 3)), "NaN or infinite"),
+    ],
+)
+def test_sample_volume_bad_input_raises_value_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(torch.rand(2, 1, *RES, dtype=F64))
