@@ -18,6 +18,7 @@ persp3d volumes are ``(z, y, x)`` = ``(D, H, W)``. :func:`binvox_to_volume` and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,17 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "MAX_BINVOX_DIM",
     "Binvox",
     "binvox_to_volume",
     "read_binvox",
     "volume_to_binvox",
     "write_binvox",
 ]
+
+
+# Largest side read or written: 1024^3 voxels is 1 GiB of bools; real files are 32-256.
+MAX_BINVOX_DIM = 1024
 
 
 @dataclass
@@ -105,19 +111,30 @@ def read_binvox(path: str | os.PathLike) -> Binvox:
             header[key] = values
         if len(header) > 16:
             raise ValueError(f"{path}: binvox header has no 'data' line")
+    if "dim" not in header:
+        raise ValueError(f"{path}: binvox header has no 'dim' line")
     try:
         dims = [int(v) for v in header["dim"]]
         translate = tuple(float(v) for v in header.get("translate", ["0", "0", "0"]))
-        scale = float(header.get("scale", ["1"])[0])
-    except (KeyError, ValueError) as err:
+        scale = float((header.get("scale") or ["1"])[0])
+    except (KeyError, ValueError, IndexError) as err:
         raise ValueError(f"{path}: bad binvox header {header}") from err
     if len(dims) != 3 or min(dims) < 1 or len(translate) != 3:
         raise ValueError(f"{path}: bad binvox dims {dims} or translate {translate}")
+    if max(dims) > MAX_BINVOX_DIM:
+        raise ValueError(
+            f"{path}: binvox dims {dims} exceed the largest supported side {MAX_BINVOX_DIM} "
+            "(a corrupt header?)"
+        )
+    if not all(math.isfinite(v) for v in translate) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"{path}: binvox translate {translate} must be finite and scale {scale} positive"
+        )
     body = np.frombuffer(raw, dtype=np.uint8, offset=pos)
     if len(body) % 2:
         raise ValueError(f"{path}: run-length data has an odd number of bytes")
     values, counts = body[0::2], body[1::2].astype(np.int64)
-    n = int(np.prod(dims))
+    n = math.prod(dims)  # Python ints: no overflow
     if int(counts.sum()) != n:
         raise ValueError(f"{path}: run lengths cover {int(counts.sum())} voxels, expected {n}")
     flat = np.repeat(values > 0, counts)
@@ -131,9 +148,19 @@ def write_binvox(
     scale: float = 1.0,
 ) -> None:
     """Write a ``(d, d, d)`` grid indexed ``[x, z, y]`` (binvox order) as ``.binvox``."""
-    grid = np.asarray(data).astype(bool)
-    if grid.ndim != 3:
-        raise ValueError(f"data must be (d, d, d); got shape {grid.shape}")
+    grid = np.asarray(data)
+    if grid.ndim != 3 or min(grid.shape) < 1:
+        raise ValueError(f"data must be a non-empty (d, d, d) grid; got shape {grid.shape}")
+    if max(grid.shape) > MAX_BINVOX_DIM:
+        raise ValueError(f"data sides must be at most {MAX_BINVOX_DIM}; got shape {grid.shape}")
+    if grid.dtype.kind == "f" and not np.isfinite(grid).all():
+        raise ValueError("data holds NaN or infinite values")
+    grid = grid.astype(bool)
+    translate = tuple(float(v) for v in translate)
+    if len(translate) != 3 or not all(math.isfinite(v) for v in translate):
+        raise ValueError(f"translate must be 3 finite numbers; got {translate}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0; got {scale!r}")
     flat = grid.reshape(-1).astype(np.uint8)
     # Run-length encode: runs of equal values, split into chunks of at most 255.
     change = np.flatnonzero(np.diff(flat)) + 1

@@ -37,9 +37,62 @@ import torch
 
 from persp3d.volume import VolumeBox
 
-__all__ = ["VOXELIZE_METHODS", "surface_voxels", "voxelize_mesh"]
+__all__ = [
+    "MAX_RESOLUTION",
+    "VOXELIZE_METHODS",
+    "check_mesh_arrays",
+    "surface_voxels",
+    "voxelize_mesh",
+]
 
 VOXELIZE_METHODS = ("auto", "fill", "parity")
+# Largest grid side: 1024^3 voxels already take 1 GiB per bool grid (and 24 GiB of centres).
+MAX_RESOLUTION = 1024
+
+
+def check_mesh_arrays(vertices: object, faces: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(vertices (N, 3) float64, faces (F, 3) int64)`` of a triangle mesh, checked.
+
+    Raises:
+        ValueError: wrong shapes, NaN or infinite vertices, non-integer faces or face
+            indices outside ``[0, N)``.
+    """
+    try:
+        v = np.asarray(vertices, dtype=np.float64)
+        f_raw = np.asarray(faces)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"vertices and faces must be numeric arrays ({err})") from err
+    if v.ndim != 2 or v.shape[1] != 3 or f_raw.ndim != 2 or f_raw.shape[1] != 3:
+        raise ValueError(f"vertices must be (N, 3) and faces (F, 3); got {v.shape}, {f_raw.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(
+            f"vertices hold {int((~np.isfinite(v)).any(1).sum())} NaN or infinite points"
+        )
+    if f_raw.size and f_raw.dtype.kind not in "iu":
+        if (
+            f_raw.dtype.kind != "f"
+            or not np.all(np.isfinite(f_raw))
+            or not np.all(f_raw == np.round(f_raw))
+        ):
+            raise ValueError(f"faces must hold integer vertex indices; got dtype {f_raw.dtype}")
+    f = f_raw.astype(np.int64)
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(
+            f"faces index vertices {int(f.min())}..{int(f.max())} but there are {len(v)} vertices"
+        )
+    return v, f
+
+
+def _check_resolution(resolution: object) -> int:
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, (int, np.integer))
+        or resolution < 1
+    ):
+        raise ValueError(f"resolution must be a positive int; got {resolution!r}")
+    if resolution > MAX_RESOLUTION:
+        raise ValueError(f"resolution must be at most {MAX_RESOLUTION}; got {resolution}")
+    return int(resolution)
 
 
 def _centers(resolution: int, box: VolumeBox) -> np.ndarray:
@@ -65,10 +118,14 @@ def surface_voxels(
     """
     import open3d as o3d
 
+    resolution = _check_resolution(resolution)
+    if not (isinstance(band, (int, float)) and np.isfinite(band) and band >= 0):
+        raise ValueError(f"band must be a finite number >= 0; got {band!r}")
+    v64, f64 = check_mesh_arrays(vertices, faces)
     box = VolumeBox() if box is None else box
     centers = _centers(resolution, box).reshape(-1, 3)
-    v = np.asarray(vertices, dtype=np.float32)
-    f = np.asarray(faces, dtype=np.uint32)
+    v = v64.astype(np.float32)
+    f = f64.astype(np.uint32)
     out = np.zeros(len(centers), dtype=bool)
     if len(f) == 0:
         return out.reshape((resolution,) * 3)
@@ -122,16 +179,17 @@ def voxelize_mesh(
         ``(1, R, R, R)`` float32 in {0, 1}, indexed ``(z, y, x)`` = ``(D, H, W)``.
 
     Convention: see the module docstring (voxel centres of :meth:`VolumeBox.voxel_centers`).
+
+    Raises:
+        ValueError: an unknown method, a resolution outside ``1..MAX_RESOLUTION``, or a bad
+            mesh (see :func:`check_mesh_arrays`: NaN vertices, face indices past the vertex
+            count).
     """
     if method not in VOXELIZE_METHODS:
         raise ValueError(f"method must be one of {VOXELIZE_METHODS}; got {method!r}")
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be a positive int; got {resolution!r}")
+    resolution = _check_resolution(resolution)
     box = VolumeBox() if box is None else box
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
-        raise ValueError(f"vertices must be (N, 3) and faces (F, 3); got {v.shape}, {f.shape}")
+    v, f = check_mesh_arrays(vertices, faces)
     shape = (resolution,) * 3
     if len(f) == 0:
         return np.zeros((1, *shape), dtype=np.float32)
