@@ -305,9 +305,11 @@ class R2N2(torch.utils.data.Dataset):
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(s) for s in size)
+    from persp3d._checks import check_image_size
+
+    h, w = check_image_size(size, "image_size")  # positive ints, else ValueError
+    if h * w > 4096 * 4096:
+        raise ValueError(f"image_size must be at most 4096 x 4096 pixels; got {(h, w)}")
     return (h, w)
 
 
