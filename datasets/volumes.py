@@ -343,10 +343,15 @@ def _first_occupied(grid: np.ndarray) -> tuple[int, int, int]:
 
 
 # -- reading --------------------------------------------------------------------------------
-def load_volume(path: str | os.PathLike, *, resolution: int = 64) -> VolumeFile:
+def load_volume(
+    path: str | os.PathLike, *, resolution: int = 64, logits: bool = False
+) -> VolumeFile:
     """Read a volume file: ``.npz`` (persp3d-volume, and the older layouts), ``.npy``,
     ``.binvox``, a ``.pt``/``.pth`` tensor, or a mesh (voxelised at ``resolution``); see the
     module docstring for each layout and where it is placed.
+
+    With ``logits`` the array of a ``.npy``, a ``.pt`` or an ``.npz`` without ``occupancy``
+    holds log-odds: it is returned as ``logits`` and its sigmoid as ``occupancy``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -359,12 +364,15 @@ def load_volume(path: str | os.PathLike, *, resolution: int = 64) -> VolumeFile:
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
     suffix = path.suffix.lower()
-    readers = {".npz": _load_npz, ".npy": _load_npy, ".binvox": _load_binvox}
     try:
-        if suffix in readers:
-            return readers[suffix](path)
+        if suffix == ".npz":
+            return _load_npz(path, logits)
+        if suffix == ".npy":
+            return _load_npy(path, logits)
+        if suffix == ".binvox":
+            return _load_binvox(path)
         if suffix in (".pt", ".pth"):
-            return _load_torch(path)
+            return _load_torch(path, logits)
         if suffix in MESH_SUFFIXES:
             return _load_mesh(path, resolution)
     except ValueError as err:
@@ -416,7 +424,15 @@ def _cameras_of(arrays: dict[str, np.ndarray]) -> Cameras | None:
     return cams
 
 
-def _load_npz(path: Path) -> VolumeFile:
+def _values(array, name: str, logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(occupancy, logits or None)`` of a stored array."""
+    if logits:
+        raw = _logits(array, name)
+        return _sigmoid(raw), raw
+    return as_occupancy(array, name), None
+
+
+def _load_npz(path: Path, as_logits: bool = False) -> VolumeFile:
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a .npz archive (not a zip file)")
     try:
@@ -437,6 +453,14 @@ def _load_npz(path: Path) -> VolumeFile:
             raise ValueError(f"{path}: meta_json must be a JSON object")
     logits = _logits(arrays["logits"], f"{path}[logits]") if "logits" in arrays else None
     key = next((k for k in _NPZ_KEYS if k in arrays), None)
+    if as_logits and "occupancy" not in arrays and logits is None:
+        key = key or next(
+            (k for k, v in arrays.items() if v.ndim >= 3 and k not in ("K", "R", "t")), None
+        )
+        if key is not None:
+            logits = _logits(arrays[key], f"{path}[{key}]")
+            arrays = {k: v for k, v in arrays.items() if k != key}
+            key = None
     if key is None:
         res = sorted(int(k[7:]) for k in arrays if k.startswith("voxels_") and k[7:].isdigit())
         key = f"voxels_{res[-1]}" if res else None
@@ -445,7 +469,7 @@ def _load_npz(path: Path) -> VolumeFile:
     elif logits is not None:
         key, occupancy = "logits", _sigmoid(logits)
     else:
-        volumes = [k for k, v in arrays.items() if v.ndim >= 3]
+        volumes = [k for k, v in arrays.items() if v.ndim >= 3 and k not in ("K", "R", "t")]
         if len(volumes) != 1:
             raise ValueError(
                 f"{path}: cannot tell which array is the volume (arrays {sorted(arrays)}); "
@@ -467,13 +491,14 @@ def _load_npz(path: Path) -> VolumeFile:
     return VolumeFile(occupancy, box or VolumeBox(), logits, _cameras_of(arrays), meta)
 
 
-def _load_npy(path: Path) -> VolumeFile:
+def _load_npy(path: Path, as_logits: bool = False) -> VolumeFile:
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
         raise ValueError(f"{path}: not a plain .npy array ({err})") from err
-    occupancy = as_occupancy(array, str(path))
-    return VolumeFile(occupancy, VolumeBox(), meta={"format": "npy", "box_from_file": False})
+    occupancy, logits = _values(array, str(path), as_logits)
+    meta = {"format": "npy", "box_from_file": False}
+    return VolumeFile(occupancy, VolumeBox(), logits, meta=meta)
 
 
 def _load_binvox(path: Path) -> VolumeFile:
@@ -501,7 +526,7 @@ def _load_binvox(path: Path) -> VolumeFile:
     return VolumeFile(grid.astype(np.float32), box, meta=meta)
 
 
-def _load_torch(path: Path) -> VolumeFile:
+def _load_torch(path: Path, as_logits: bool = False) -> VolumeFile:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds on bad input
@@ -510,8 +535,9 @@ def _load_torch(path: Path) -> VolumeFile:
         obj = obj["volume"]
     if not isinstance(obj, torch.Tensor):
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a volume tensor")
-    occupancy = as_occupancy(obj.float(), str(path))
-    return VolumeFile(occupancy, VolumeBox(), meta={"format": "torch", "box_from_file": False})
+    occupancy, logits = _values(obj.float(), str(path), as_logits)
+    meta = {"format": "torch", "box_from_file": False}
+    return VolumeFile(occupancy, VolumeBox(), logits, meta=meta)
 
 
 def mesh_box(vertices: np.ndarray) -> VolumeBox:

@@ -229,8 +229,8 @@ def test_check_command_writes_report_and_contact_sheet(data_dir, tmp_path, capsy
 def test_check_reads_every_kind_of_volume_file(data_dir, tmp_path):
     import trimesh
 
-    from persp3d.datasets.binvox import volume_to_binvox, write_binvox
     from persp3d.datasets.shapes import item_seed, make_shape
+    from persp3d.datasets.volumes import save_volume
     from persp3d.models.occupancy import OccupancyPredictor
     from persp3d.train.checkpoint import save_checkpoint
     from persp3d.train.config import Config
@@ -238,7 +238,7 @@ def test_check_reads_every_kind_of_volume_file(data_dir, tmp_path):
     sample = find_sample(data_dir, "chair_00000")
     vox = sample["voxels"][0].numpy()  # (R, R, R)
     np.savez(tmp_path / "v.npz", voxels_32=(vox * 255).astype(np.uint8))
-    write_binvox(tmp_path / "v.binvox", volume_to_binvox(vox > 0.5))
+    save_volume(tmp_path / "v.binvox", vox, p3.VolumeBox())  # the header places it
     shape = make_shape("chair", item_seed(CONFIG.seed, "chair", 0), fill=CONFIG.fill,
                        max_radius=CONFIG.max_radius)  # fmt: skip
     vertices, faces, _ = shape.mesh()
@@ -264,15 +264,59 @@ def test_check_errors_name_the_problem(data_dir, tmp_path, capsys):
         find_sample(data_dir, "nope")
     garbage = tmp_path / "garbage.npy"
     garbage.write_bytes(b"not an array")
-    with pytest.raises(ValueError, match="garbage.npy: cannot read"):
+    with pytest.raises(ValueError, match="garbage.npy: .*not a plain .npy"):
         load_volume(garbage)
-    with pytest.raises(ValueError, match="unknown volume file type"):
+    with pytest.raises(ValueError, match="unknown volume format"):
         load_volume(garbage.rename(tmp_path / "garbage.xyz"))
     with pytest.raises(ValueError, match="no such file"):
         load_volume(tmp_path / "missing.npy")
     np.save(tmp_path / "two.npy", np.zeros((2, 1, 8, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="one volume"):
+    with pytest.raises(
+        ValueError, match=r"two.npy.*must be \(D, H, W\).*got shape \(2, 1, 8, 8, 8\)"
+    ):
         load_volume(tmp_path / "two.npy")
     code = main(["check", str(tmp_path / "two.npy"), "--data", data_dir, "--id", "nope"])
     assert code == 1
     assert "error: no object 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["-1", "0", "nan"])
+def test_check_box_with_a_size_that_is_not_positive_is_a_clear_error(
+    data_dir, tmp_path, capsys, size
+):
+    np.save(tmp_path / "v.npy", np.zeros((8, 8, 8), np.float32))
+    code = main(["check", str(tmp_path / "v.npy"), "--data", data_dir, "--id", "chair_00000",
+                 "--box", "0", "0", "0", size, "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --box") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_takes_the_box_from_the_flag_then_the_file_then_the_sample(data_dir, tmp_path):
+    from persp3d.datasets.volumes import save_volume
+    from persp3d.train.check import parse_box, resolve_box
+
+    sample = find_sample(data_dir, "chair_00000")
+    vox = sample["voxels"][0].numpy()
+    # The object in a box moved and doubled: only the file's own box puts it back in place.
+    moved = p3.VolumeBox((0.3, -0.2, 0.1), 2.0)
+    save_volume(tmp_path / "moved.npz", vox, moved)
+    np.save(tmp_path / "plain.npy", vox)
+    _, file_box, kind = load_volume(tmp_path / "moved.npz")
+    assert file_box == moved and kind == "persp3d-volume-2"
+    _, npy_box, _ = load_volume(tmp_path / "plain.npy")
+    assert npy_box is None
+    given = parse_box(["0", "0", "0", "1"])
+    captured = {"box": p3.VolumeBox((1.0, 0.0, 0.0), 3.0)}
+    assert resolve_box(given, moved, captured) == (given, "--box")
+    assert resolve_box(None, moved, captured) == (moved, "file")
+    assert resolve_box(None, None, captured) == (captured["box"], "sample")
+    assert resolve_box(None, None, {}) == (p3.VolumeBox(), "default")
+    report = check(tmp_path / "moved.npz", data_dir, "chair_00000", tmp_path / "a",
+                   run_diagnosis=False)  # fmt: skip
+    assert report["box_source"] == "file" and report["box"]["size"] == [2.0, 2.0, 2.0]
+    shifted = report["mean"]["iou"]
+    fixed = check(tmp_path / "moved.npz", data_dir, "chair_00000", tmp_path / "b",
+                  run_diagnosis=False, box=p3.VolumeBox())  # fmt: skip
+    assert fixed["box_source"] == "--box" and fixed["mean"]["iou"] > 0.85 > shifted

@@ -140,12 +140,16 @@ def test_scene_puts_ground_truth_beside_and_bounds_take_in_the_cameras():
     assert names == ["prediction", "ground_truth", "silhouettes"]
     shift = built.meshes[1].vertices.mean(0) - built.meshes[0].vertices.mean(0)
     np.testing.assert_allclose(shift, [-1.25, 0.0, 0.0], atol=1e-6)
-    inside = np.linalg.norm(cams.centers.numpy() - np.asarray(built.center), axis=1)
-    assert (inside <= built.radius + 1e-6).all()  # the camera centres are in the bounds
+    # the view frames both objects, midway between their boxes, and leaves the cameras out
+    np.testing.assert_allclose(built.center, [-0.625, 0.0, 0.0], atol=1e-9)
+    outside = np.linalg.norm(cams.centers.numpy() - np.asarray(built.center), axis=1)
+    assert (outside > built.radius).all() and built.radius < 0.625 + np.sqrt(3) / 2
     assert item.projected is not None and item.projected.shape == (4, 16, 16)
     alone = scene.build_scene(item, ViewOptions(show_ground_truth=False, show_cameras=False))
     assert [m.name for m in alone.meshes] == ["prediction", "silhouettes"]
-    assert alone.radius == pytest.approx(np.sqrt(3) / 2)
+    # the ball's cells span [-1/3, 1/3] per axis: the sphere around that cube, not the box
+    assert alone.center == (0.0, 0.0, 0.0)
+    assert alone.radius == pytest.approx(np.sqrt(3) / 3)
     many = ViewItem(vol, cameras=p3.orbit_cameras(24, image_size=8), input_view=5)
     assert scene._selected_views(many, ViewOptions()) == [0, 3, 5, 6, 9, 12, 15, 18, 21]
     assert len(scene._selected_views(many, ViewOptions(max_views=0))) == 24
@@ -166,58 +170,33 @@ def test_fit_view_looks_at_the_centre_from_the_orbit_convention():
 
 # ---------------------------------------------------------------------------------------
 # Exports
-def test_npz_keeps_the_box_and_conventions_readable_without_pickle(tmp_path):
+def test_view_exports_npz_with_box_cameras_and_up_that_load_back(tmp_path):
+    from persp3d.datasets.volumes import load_volume
+    from persp3d.viewers.cli import _export
+
     box = p3.VolumeBox(center=(0.5, -0.25, 1.0), size=(2.0, 1.0, 0.5))
     vol = np.random.default_rng(1).random((3, 4, 5)).astype(np.float32)
-    path = export.save_volume_npz(tmp_path / "v.npz", torch.from_numpy(vol)[None, None], box)
-    with np.load(path, allow_pickle=False) as f:
+    cams = p3.orbit_cameras(3, image_size=(12, 16))
+    item = ViewItem(vol, box=box, cameras=cams, up=(0.0, 0.0, 2.0))
+    _export(str(tmp_path / "v.npz"), item, 0.5)
+    with np.load(tmp_path / "v.npz", allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
-    assert str(data["format"]) == "persp3d-volume" and int(data["version"]) == 1
-    assert str(data["axes"]) == "D,H,W = z,y,x" and "+y up" in str(data["convention"])
-    np.testing.assert_array_equal(data["volume"], vol)
+    assert str(data["format"]) == "persp3d-volume" and str(data["axes"]) == "D,H,W = z,y,x"
     # another tool places voxel (k, j, i) from the stored numbers alone
     k, j, i = 2, 1, 3
     centre = data["box_min"] + (np.array([i, j, k]) + 0.5) * data["voxel_size"]
     np.testing.assert_allclose(
         centre, box.voxel_centers((3, 4, 5), dtype=torch.float64)[k, j, i].numpy()
     )
-    back, back_box = export.load_volume_npz(path)
-    np.testing.assert_array_equal(back, vol)
-    assert back_box == box
-
-
-def _read_binvox_independently(path: Path):
-    """Header and run lengths read here (binvox's documented layout: x slowest, then z,
-    then y), voxel centres at ``translate + scale * (index + 0.5) / dim``."""
-    raw = path.read_bytes()
-    header, body = raw.split(b"data\n", 1)
-    fields = dict(line.split(" ", 1) for line in header.decode().splitlines()[1:])
-    dim = int(fields["dim"].split()[0])
-    translate = np.array([float(v) for v in fields["translate"].split()])
-    scale = float(fields["scale"])
-    pairs = np.frombuffer(body, np.uint8).reshape(-1, 2)
-    flat = np.repeat(pairs[:, 0], pairs[:, 1]).astype(bool)
-    xs, zs, ys = np.nonzero(flat.reshape(dim, dim, dim))
-    xyz = np.stack([xs, ys, zs], axis=1)
-    return translate + scale * (xyz + 0.5) / dim
-
-
-def test_binvox_header_puts_each_voxel_centre_where_persp3d_has_it(tmp_path):
-    box = p3.VolumeBox(center=(0.3, -0.2, 0.1), size=2.0)
-    vol = np.zeros((8, 8, 8), np.float32)
-    vol[1, 5, 6] = 0.8  # (k, j, i): z index 1, y index 5, x index 6
-    vol[7, 0, 2] = 0.6
-    vol[4, 4, 4] = 0.3  # below the threshold
-    path = export.save_volume_binvox(tmp_path / "v.binvox", vol, box, threshold=0.5)
-    centres = _read_binvox_independently(path)
-    expected = box.voxel_centers(8, dtype=torch.float64).numpy()[[1, 7], [5, 0], [6, 2]]
-    np.testing.assert_allclose(sorted(map(tuple, centres)), sorted(map(tuple, expected)), atol=1e-9)
-    back, back_box = export.load_volume_binvox(path)
-    np.testing.assert_array_equal(back, (vol > 0.5).astype(np.float32))
-    np.testing.assert_allclose(back_box.center, box.center, atol=1e-6)
-    assert back_box.size == box.size
-    with pytest.raises(ValueError, match="cubic volume"):
-        export.save_volume_binvox(tmp_path / "x.binvox", np.zeros((4, 4, 5), np.float32))
+    back = load_volume(tmp_path / "v.npz")
+    np.testing.assert_array_equal(back.occupancy, vol)
+    assert back.box == box and back.up.tolist() == [0.0, 0.0, 1.0]
+    torch.testing.assert_close(back.cameras.K, cams.K.expand(3, 3, 3))
+    torch.testing.assert_close(back.cameras.R, cams.R)
+    # and the viewer opens it with its cameras and up
+    opened = sources.open_source(tmp_path / "v.npz")[0]
+    assert opened.cameras is not None and len(opened.cameras) == 3
+    assert opened.up == (0.0, 0.0, 1.0) and opened.box == box
 
 
 @pytest.mark.parametrize("suffix", [".ply", ".obj", ".glb"])
@@ -414,7 +393,9 @@ def test_view_command_writes_page_and_exports_and_explains_errors(
     assert code == 0, capsys.readouterr().err
     assert zipfile.is_zipfile(out / "s.npz") and (out / "s.obj").stat().st_size > 0
     assert "chair/chair_00001" in _payload((out / "s.html").read_text())["title"]
-    assert export.load_volume_binvox(out / "s.binvox")[0].shape == (16, 16, 16)
+    from persp3d.datasets.volumes import load_volume
+
+    assert load_volume(out / "s.binvox").occupancy.shape == (16, 16, 16)
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

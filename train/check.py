@@ -2,8 +2,11 @@
 
     persp3d check VOLUME --data DIR --id ID [--out DIR]
 
-VOLUME is a ``.npy``/``.npz`` array, a ``.binvox`` file, a mesh (voxelised), or a training
+VOLUME is a volume file read by :mod:`persp3d.datasets.volumes` (``.npz`` with its box, as
+``persp3d fit`` writes it; ``.npy``; ``.binvox``; a mesh, voxelised), or a training
 checkpoint or run folder (its prediction from view ``--input-view`` of the object). The
+volume fills ``--box`` when given, else the box its file states, else the object's box in
+the dataset (imported captures have one), else ``VolumeBox()``. The
 volume is projected with the object's cameras and compared with its silhouettes, view by
 view (IoU, precision, recall, boundary F-score at 1 px); the convention slips of
 :mod:`persp3d.checking` are tried; ``report.json`` and ``contact_sheet.png`` (per view: the
@@ -40,13 +43,13 @@ __all__ = [
     "contact_sheet",
     "find_sample",
     "load_volume",
+    "parse_box",
+    "resolve_box",
     "run",
 ]
 
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-# Keys searched, in order, for the volume in an .npz (dataset items store voxels_<R>).
-NPZ_KEYS = ("occupancy", "volume", "voxels", "logits")
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -84,50 +87,6 @@ def _dataset_ids(dataset: Any) -> list[str]:
     return [dataset[i]["id"] for i in range(len(dataset))]
 
 
-def _volume_from_array(array: np.ndarray, source: str) -> torch.Tensor:
-    data = np.asarray(array)
-    if data.dtype == np.bool_:
-        data = data.astype(np.float32)
-    elif data.dtype == np.uint8:
-        data = data.astype(np.float32) / (255.0 if data.max(initial=0) > 1 else 1.0)
-    elif not np.issubdtype(data.dtype, np.number):
-        raise ValueError(f"{source}: not a numeric array (dtype {data.dtype})")
-    volume = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    if volume.ndim not in (3, 4, 5) or any(s != 1 for s in volume.shape[:-3]):
-        raise ValueError(
-            f"{source}: expected one volume (D, H, W), (1, D, H, W) or (1, 1, D, H, W); "
-            f"got shape {tuple(volume.shape)}"
-        )
-    return volume.reshape(1, 1, *volume.shape[-3:])
-
-
-def _read_npz(path: Path) -> tuple[torch.Tensor, VolumeBox | None, str]:
-    with np.load(path, allow_pickle=False) as npz:
-        keys = list(npz.keys())
-        voxel_keys = sorted(
-            (k for k in keys if k.startswith("voxels_") and k[7:].isdigit()),
-            key=lambda k: int(k[7:]),
-        )
-        key = next((k for k in NPZ_KEYS if k in keys), None)
-        key = key or (voxel_keys[-1] if voxel_keys else None)
-        if key is None:
-            arrays = [k for k in keys if npz[k].ndim >= 3]
-            if len(arrays) != 1:
-                raise ValueError(
-                    f"{path}: cannot tell which array is the volume (keys {keys}); store it "
-                    f"as one of {list(NPZ_KEYS)}"
-                )
-            key = arrays[0]
-        array = npz[key]
-        box = None
-        if "box_center" in keys and "box_size" in keys:
-            box = VolumeBox(npz["box_center"].tolist(), npz["box_size"].tolist())
-    volume = _volume_from_array(array, f"{path}[{key}]")
-    if key == "logits":
-        volume = torch.sigmoid(volume)
-    return volume, box, f"npz:{key}"
-
-
 def load_volume(
     path: str | Path,
     sample: dict[str, Any] | None = None,
@@ -135,74 +94,77 @@ def load_volume(
     input_view: int = 0,
     resolution: int = 64,
 ) -> tuple[torch.Tensor, VolumeBox | None, str]:
-    """Read a volume to check.
-
-    Args:
-        path: ``.npy`` / ``.npz`` (keys ``occupancy``, ``volume``, ``voxels``,
-            ``voxels_<R>`` or ``logits``; ``box_center`` and ``box_size`` place it), a
-            ``.binvox`` (binvox axes converted), a mesh (voxelised at ``resolution`` in the
-            default box), or a training checkpoint / run folder.
-        sample: the object's sample; a checkpoint predicts from its view ``input_view``.
-        input_view: the view a checkpoint's network sees.
-        resolution: voxel grid of a mesh.
+    """Read a volume to check: a volume file through
+    :func:`persp3d.datasets.volumes.load_volume` (``.npz`` with its box, ``.npy``,
+    ``.binvox``, a mesh voxelised at ``resolution``), or a training checkpoint / run folder
+    (its prediction from view ``input_view`` of ``sample``).
 
     Returns:
         ``(volume (1, 1, D, H, W) occupancy in [0, 1], box or None, kind)``; a box of None
-        means the file does not say (the default box applies).
+        means the file does not say where the volume is (the sample's box applies, else
+        ``VolumeBox()``).
 
     Raises:
         ValueError: a missing or unreadable file, or one of another kind.
     """
+    from persp3d.datasets.volumes import load_volume as read_volume
+
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
-    suffix = path.suffix.lower()
-    try:
-        if path.is_dir() or suffix in CHECKPOINT_SUFFIXES:
+    if path.is_dir() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        try:
             return _predict_volume(path, sample, input_view), None, "checkpoint"
-        if suffix == ".npy":
-            return _volume_from_array(np.load(path, allow_pickle=False), str(path)), None, "npy"
-        if suffix == ".npz":
-            return _read_npz(path)
-        if suffix == ".binvox":
-            from persp3d.datasets.binvox import binvox_to_volume, read_binvox
+        except (OSError, EOFError, KeyError, RuntimeError) as err:
+            raise ValueError(
+                f"{path}: cannot predict a volume ({type(err).__name__}: {err})"
+            ) from err
+    volume_file = read_volume(path, resolution=resolution)
+    kind = str(volume_file.meta.get("format", path.suffix.lstrip(".")))
+    box = volume_file.box if volume_file.meta.get("box_from_file") else None
+    return volume_file.tensor(), box, kind
 
-            grid = binvox_to_volume(read_binvox(path).data)  # (D, H, W)
-            return _volume_from_array(grid, str(path)), None, "binvox"
-        if suffix in MESH_SUFFIXES:
-            from persp3d.datasets.meshfolder import load_mesh
-            from persp3d.datasets.voxelize import voxelize_mesh
 
-            vertices, faces, _ = load_mesh(path)
-            grid = voxelize_mesh(vertices, faces, resolution)  # (1, R, R, R)
-            return _volume_from_array(grid, str(path)), None, "mesh"
-    except (ValueError, OSError, EOFError, KeyError, RuntimeError) as err:
-        if isinstance(err, ValueError) and str(path) in str(err):
-            raise  # already names the file
-        raise ValueError(f"{path}: cannot read a volume ({type(err).__name__}: {err})") from err
-    raise ValueError(
-        f"{path}: unknown volume file type {suffix!r}; expected .npy, .npz, .binvox, a mesh "
-        f"({', '.join(MESH_SUFFIXES)}) or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
-    )
+def resolve_box(
+    given: VolumeBox | None, file_box: VolumeBox | None, sample: dict[str, Any]
+) -> tuple[VolumeBox, str]:
+    """The box a checked volume fills, and where it came from: ``--box`` when given, else
+    the volume file's own, else the sample's (imported captures carry one), else
+    ``VolumeBox()``."""
+    if given is not None:
+        return given, "--box"
+    if file_box is not None:
+        return file_box, "file"
+    if sample.get("box") is not None:
+        return sample["box"], "sample"
+    return VolumeBox(), "default"
+
+
+def parse_box(values: Any) -> VolumeBox:
+    """``--box CX CY CZ SIZE`` as a :class:`VolumeBox`.
+
+    Raises:
+        ValueError: not four finite numbers, or a size that is not positive.
+    """
+    numbers = [float(v) for v in values]
+    if len(numbers) != 4:
+        raise ValueError(f"--box takes CX CY CZ SIZE (4 numbers); got {len(numbers)}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"--box values must be finite; got {numbers}")
+    if numbers[3] <= 0:
+        raise ValueError(f"--box SIZE must be positive; got {numbers[3]:g}")
+    return VolumeBox(numbers[:3], numbers[3])
 
 
 def _predict_volume(path: Path, sample: dict[str, Any] | None, input_view: int) -> torch.Tensor:
-    from persp3d.train.trainer import load_model
+    from persp3d.train.pipeline import Pipeline
 
     if sample is None:
         raise ValueError(f"{path}: a checkpoint needs the object's sample to predict from")
     n_views = sample["images"].shape[0]
     if not 0 <= input_view < n_views:
         raise ValueError(f"--input-view must be in [0, {n_views}); got {input_view}")
-    model, config, _ = load_model(path)
-    source = sample["images"] if config.data.input == "rgb" else sample["silhouettes"]
-    image = source[input_view : input_view + 1].float()  # (1, C, H, W)
-    size = config.model.image_size
-    if tuple(image.shape[-2:]) != (size, size):
-        image = torch.nn.functional.interpolate(image, size=(size, size), mode="area")
-    with torch.no_grad():
-        logits = model(image)  # (1, 1, R, R, R)
-    return torch.sigmoid(logits)
+    return Pipeline.from_run(path).predict(sample, view=input_view)  # (1, 1, R, R, R)
 
 
 # -- the contact sheet ----------------------------------------------------------------------
@@ -295,7 +257,7 @@ def check(
     volume, file_box, kind = load_volume(
         volume_path, sample, input_view=input_view, resolution=resolution
     )
-    box = box or file_box or VolumeBox()
+    box, box_source = resolve_box(box, file_box, sample)
     depth_samples = depth_samples or default_depth_samples(volume.shape)
     cameras, silhouettes = sample["cameras"], sample["silhouettes"]
     result = check_projections(
@@ -311,6 +273,7 @@ def check(
         "volume_kind": kind,
         "volume_shape": list(volume.shape[-3:]),
         "box": box.to_dict(),
+        "box_source": box_source,
         "data": str(data),
         "id": item_id,
         "category": sample.get("category"),
@@ -355,7 +318,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs=4,
         metavar=("CX", "CY", "CZ", "SIZE"),
-        help="the volume's world box (default: from the file, else the unit cube at 0)",
+        help="the volume's world box (default: the file's, else the object's in the dataset, "
+        "else the unit cube at 0)",
     )
     parser.add_argument(
         "--no-diagnose", action="store_true", help="skip trying the convention slips"
@@ -363,8 +327,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    box = VolumeBox(args.box[:3], args.box[3]) if args.box else None
     try:
+        box = parse_box(args.box) if args.box else None
         report = check(
             args.volume,
             args.data,

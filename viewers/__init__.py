@@ -4,7 +4,7 @@ off-screen snapshots and turntables, a self-contained web page) and exporting th
 The end of the data path: volume (+ cameras, silhouettes) -> :class:`ViewItem` ->
 :func:`build_scene` -> Open3D (:func:`show`, :func:`snapshot`, :func:`turntable`) or the
 browser (:func:`write_html`, :func:`serve_html`); :mod:`persp3d.viewers.export` writes
-meshes and volumes other tools place correctly. ``persp3d view`` is the command line.
+meshes other tools place correctly (volume files: :mod:`persp3d.datasets.volumes`). ``persp3d view`` is the command line.
 
     >>> from persp3d.viewers import ViewItem, snapshot, write_html
     >>> item = ViewItem(volume, cameras=cams, silhouettes=sils)   # volume (D, H, W) in [0, 1]
@@ -14,15 +14,7 @@ meshes and volumes other tools place correctly. ``persp3d view`` is the command 
 Open3D, trimesh, PyTorch3D and Pillow are imported inside the functions that need them.
 """
 
-from persp3d.viewers.export import (
-    export_isosurface,
-    export_mesh,
-    load_volume,
-    load_volume_binvox,
-    load_volume_npz,
-    save_volume_binvox,
-    save_volume_npz,
-)
+from persp3d.viewers.export import export_isosurface, export_mesh
 from persp3d.viewers.media import save_animation, save_png
 from persp3d.viewers.open3d_viewer import (
     NoDisplayError,
@@ -62,15 +54,10 @@ __all__ = [
     "html_page",
     "import_open3d",
     "isosurface",
-    "load_volume",
-    "load_volume_binvox",
-    "load_volume_npz",
     "open_source",
     "render_scene",
     "save_animation",
     "save_png",
-    "save_volume_binvox",
-    "save_volume_npz",
     "serve_html",
     "show",
     "silhouette_codes",

@@ -4,8 +4,9 @@ Written for this project (no third-party code): WebGL 1 where the browser has it
 2D-canvas renderer (software projection, painter's algorithm), so the page works in any
 browser, offline. The page reads one JSON payload (``__DATA__``) and never fetches anything.
 
-Convention (the page's camera is a persp3d orbit camera): eye
-``= target + distance * (cos(el) sin(az), sin(el), cos(el) cos(az))``, ``R`` rows
+Convention (the page's camera is a persp3d orbit camera in the item's up frame ``F``, a
+rotation whose y column is the world's up): eye
+``= target + distance * F (cos(el) sin(az), sin(el), cos(el) cos(az))``, ``R`` rows
 (right, down, forward) as :func:`persp3d.look_at`, ``X_cam = R X + t``, OpenCV axes,
 ``fy = fx = H / 2 / tan(fov / 2)``, principal point ``(W / 2, H / 2)``, image row 0 at
 the top.
@@ -95,6 +96,7 @@ function flag(name, dflt) { return name in HASH ? HASH[name] !== "0" : dflt; }
 function num(name, dflt) { return name in HASH ? parseFloat(HASH[name]) : dflt; }
 
 var V0 = DATA.view;
+var FRAME = V0.frame || [[1, 0, 0], [0, 1, 0], [0, 0, 1]];  // orbit axes (columns) in the world
 var S = {
   mode: HASH.mode || DATA.mode, threshold: num("threshold", DATA.threshold),
   gt: flag("gt", DATA.show.ground_truth), cams: flag("cams", DATA.show.cameras),
@@ -318,11 +320,13 @@ function visible() {
 var canvas = document.getElementById("view");
 function camera() {
   var W = canvas.width, H = canvas.height, a = S.az * Math.PI / 180, e = S.el * Math.PI / 180;
-  var eye = [S.target[0] + S.dist * Math.cos(e) * Math.sin(a), S.target[1] + S.dist * Math.sin(e),
-             S.target[2] + S.dist * Math.cos(e) * Math.cos(a)];
+  var o = [Math.cos(e) * Math.sin(a), Math.sin(e), Math.cos(e) * Math.cos(a)], F = FRAME, eye = [0, 0, 0];
+  for (var i = 0; i < 3; i++) eye[i] = S.target[i] + S.dist * (F[i][0] * o[0] + F[i][1] * o[1] + F[i][2] * o[2]);
+  var up = [F[0][1], F[1][1], F[2][1]];  // the frame's y column: the world's up
   var fw = [S.target[0] - eye[0], S.target[1] - eye[1], S.target[2] - eye[2]];
   var fl = Math.hypot(fw[0], fw[1], fw[2]); fw = [fw[0] / fl, fw[1] / fl, fw[2] / fl];
-  var rt = [-fw[2], 0, fw[0]], rl = Math.hypot(rt[0], rt[2]) || 1; rt = [rt[0] / rl, 0, rt[2] / rl];  // forward x up
+  var rt = [fw[1] * up[2] - fw[2] * up[1], fw[2] * up[0] - fw[0] * up[2], fw[0] * up[1] - fw[1] * up[0]];  // forward x up
+  var rl = Math.hypot(rt[0], rt[1], rt[2]) || 1; rt = [rt[0] / rl, rt[1] / rl, rt[2] / rl];
   var dn = [fw[1] * rt[2] - fw[2] * rt[1], fw[2] * rt[0] - fw[0] * rt[2], fw[0] * rt[1] - fw[1] * rt[0]];
   var R = [rt, dn, fw], t = [0, 0, 0];
   for (var r = 0; r < 3; r++) t[r] = -(R[r][0] * eye[0] + R[r][1] * eye[1] + R[r][2] * eye[2]);

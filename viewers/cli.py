@@ -103,10 +103,14 @@ def _export(path: str, item, threshold: float) -> None:
             export.export_mesh(path, *item.mesh)
         else:
             export.export_isosurface(path, item.volume, item.box, threshold)
-    elif suffix == ".npz":
-        export.save_volume_npz(path, item.volume, item.box)
-    elif suffix == ".binvox":
-        export.save_volume_binvox(path, item.volume, item.box, threshold)
+    elif suffix in (".npz", ".binvox"):
+        from persp3d.datasets.volumes import save_volume
+
+        if suffix == ".npz":
+            meta = {"up": list(item.up)} if item.up is not None else None
+            save_volume(path, item.volume, item.box, cameras=item.cameras, meta=meta)
+        else:
+            save_volume(path, item.volume, item.box, threshold=threshold)
     else:
         raise ValueError(
             f"--export {path}: unknown format; use {', '.join(export.MESH_FORMATS)}, .npz or .binvox"

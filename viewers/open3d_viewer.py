@@ -308,6 +308,7 @@ def _view(scene: Scene, view: dict[str, Any] | None, azimuth=None) -> Cameras:
     if azimuth is not None:
         view["azimuth"] = azimuth
     center = view.pop("target", None) or scene.center
+    view.setdefault("up", scene.up)
     return fit_view(center, scene.radius, **view)
 
 
@@ -325,9 +326,11 @@ def snapshot(
         path: a ``.png`` file to write, or None.
         options: how to draw it (default :class:`ViewOptions`).
         camera: the viewpoint (a persp3d camera of batch shape ``()``); by default an orbit
-            camera that fits the scene (:func:`~persp3d.viewers.scene.fit_view`) with the
+            camera that frames the object (:func:`~persp3d.viewers.scene.scene_bounds`,
+            :func:`~persp3d.viewers.scene.fit_view`), upright in ``item.up``, with the
             keyword arguments ``azimuth`` (30), ``elevation`` (25), ``fov`` (40),
-            ``image_size`` ((480, 640)) and ``target`` (the scene centre).
+            ``image_size`` ((480, 640)), ``target`` (the box centre), ``up`` and
+            ``margin``.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB.

@@ -35,6 +35,7 @@ __all__ = [
     "ViewOptions",
     "box_lines",
     "build_scene",
+    "everything_bounds",
     "fit_view",
     "frustum_lines",
     "ground_truth_offset",
@@ -43,6 +44,7 @@ __all__ = [
     "scene_bounds",
     "silhouette_codes",
     "silhouette_quads",
+    "up_frame",
     "voxel_edges",
     "voxel_faces",
 ]
@@ -131,13 +133,14 @@ class LineSet:
 
 @dataclass
 class Scene:
-    """Geometry to draw, in world coordinates, and the sphere that bounds what matters
-    (the volume boxes, the cameras) for placing a viewpoint."""
+    """Geometry to draw, in world coordinates; the sphere around the object that a
+    viewpoint frames (:func:`scene_bounds`), and the world direction shown upright."""
 
     meshes: list[TriangleMesh] = field(default_factory=list)
     lines: list[LineSet] = field(default_factory=list)
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     radius: float = 1.0
+    up: tuple[float, float, float] = (0.0, 1.0, 0.0)
 
     def is_empty(self) -> bool:
         return not any(len(m.faces) for m in self.meshes) and not any(
@@ -162,6 +165,9 @@ class ViewItem:
             :meth:`projected_silhouettes` when needed).
         input_view: index of the view the network saw (drawn highlighted), or None.
         title: a line naming the item.
+        up: ``(3,)`` the world direction that is up for this object (a capture's own up
+            axis, e.g. ``(0, 0, 1)`` for a NeRF-synthetic scene); None means persp3d's +y.
+            Viewpoints stand the object upright on it.
     """
 
     volume: np.ndarray | None = None
@@ -173,8 +179,11 @@ class ViewItem:
     projected: np.ndarray | None = None
     input_view: int | None = None
     title: str = ""
+    up: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.up is not None:
+            self.up = _unit_up(self.up)
         if self.volume is not None:
             self.volume = _as_volume(self.volume, "volume")
         if self.ground_truth is not None:
@@ -237,9 +246,10 @@ class ViewOptions:
     max_views: int = 8
     """Without ``views``, draw at most this many cameras, evenly spread over the views
     (with the input view); 0 draws them all."""
-    image_depth: float = 0.45
-    """Where the image planes sit: this fraction of each camera's distance to the box
-    centre, in front of the camera."""
+    frustum_size: float = 0.3
+    """Height of each camera's drawn image plane, as a fraction of the box's longest side
+    (so frustums stay small beside the object whatever the cameras' distance and focal
+    length)."""
     ground_truth_gap: float = 0.25
     """Gap between the prediction's box and the ground truth's, in box widths (the ground
     truth sits on the prediction's -x side)."""
@@ -249,8 +259,8 @@ class ViewOptions:
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1]; got {self.threshold}")
-        if not 0.0 < self.image_depth < 1.0:
-            raise ValueError(f"image_depth must lie in (0, 1); got {self.image_depth}")
+        if not 0.0 < self.frustum_size <= 10.0:
+            raise ValueError(f"frustum_size must lie in (0, 10]; got {self.frustum_size}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,13 +476,17 @@ def box_lines(
 
 # ---------------------------------------------------------------------------------------
 # Cameras and silhouettes
-def _image_depths(cameras: Cameras, box: VolumeBox, fraction: float) -> torch.Tensor:
-    """``(V,)`` camera-space depth of each image plane: ``fraction`` of the camera's depth
-    of the box centre."""
-    center = torch.tensor(box.center, dtype=torch.float64)
+def _image_depths(cameras: Cameras, box: VolumeBox, frustum_size: float) -> torch.Tensor:
+    """``(V,)`` camera-space depth at which each camera's image plane is ``frustum_size``
+    box sides tall (``depth = height * fy / H``), but never past 45% of the way to the box
+    centre."""
     cams = cameras.detach().double()
-    depth = cams.world_to_camera(center[None])[..., 0, 2]  # (V,)
-    return fraction * depth.clamp_min(1e-6)
+    H = cams.image_size[0]
+    fy = cams.K[..., 1, 1].expand(cams.batch_shape)  # (V,)
+    depth = frustum_size * max(box.size) * fy / H  # (V,)
+    center = torch.tensor(box.center, dtype=torch.float64)
+    to_center = cams.world_to_camera(center[None])[..., 0, 2].clamp_min(1e-6)  # (V,)
+    return torch.minimum(depth, 0.45 * to_center)
 
 
 def frustum_lines(
@@ -661,7 +675,7 @@ def build_scene(item: ViewItem, options: ViewOptions | None = None) -> Scene:
     views = _selected_views(item, options)
     if views and item.cameras is not None:
         cams = item.cameras[torch.tensor(views)]
-        depth = _image_depths(cams, box, options.image_depth)
+        depth = _image_depths(cams, box, options.frustum_size)
         if options.show_cameras:
             highlight = views.index(item.input_view) if item.input_view in views else None
             scene.lines.append(frustum_lines(cams, depth, highlight=highlight))
@@ -676,29 +690,98 @@ def build_scene(item: ViewItem, options: ViewOptions | None = None) -> Scene:
                 )
                 scene.meshes.append(silhouette_quads(cams, codes, depth))
     scene.center, scene.radius = scene_bounds(item, options)
+    scene.up = item.up if item.up is not None else (0.0, 1.0, 0.0)
     return scene
+
+
+def _occupied_corners(volume: np.ndarray | None, box: VolumeBox, threshold: float) -> np.ndarray:
+    """``(8, 3)`` world corners of the bounding box of the cells above ``threshold`` (the
+    whole box when none is)."""
+    lo, hi = np.asarray(box.min), np.asarray(box.max)
+    if volume is not None:
+        occ = np.asarray(volume) > threshold  # (D, H, W)
+        if occ.any():
+            size = np.asarray(box.size) / np.array(occ.shape[::-1])  # (x, y, z) voxel size
+            first, last = [], []
+            for axis in (2, 1, 0):  # x, y, z
+                other = tuple(a for a in range(3) if a != axis)
+                idx = np.flatnonzero(occ.any(axis=other))
+                first.append(idx[0])
+                last.append(idx[-1] + 1)
+            lo, hi = lo + np.array(first) * size, np.asarray(box.min) + np.array(last) * size
+    return np.array(
+        [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    )
 
 
 def scene_bounds(
     item: ViewItem, options: ViewOptions | None = None
 ) -> tuple[tuple[float, float, float], float]:
-    """Centre and radius of the sphere around what a viewpoint must take in: the box (and
-    the ground truth's, when shown), a loaded mesh, and the centres of the drawn cameras."""
+    """Centre and radius of the sphere a viewpoint frames: centred on the box (midway
+    between the prediction's and the ground truth's boxes when both are shown), large
+    enough to hold the object (the bounding box of the cells above the threshold, or a
+    loaded mesh; the whole box when nothing is occupied). Cameras are left out, so the
+    object, not the camera rig, fills the picture."""
     options = options if options is not None else ViewOptions()
+    box = item.box
+    center = np.asarray(box.center, dtype=np.float64)
+    points = [_occupied_corners(item.volume, box, options.threshold)]
+    if item.mesh is not None:
+        points.append(np.asarray(item.mesh[0], dtype=np.float64).reshape(-1, 3))
+    if options.show_ground_truth and item.ground_truth is not None:
+        gt_offset = ground_truth_offset(item, options)
+        points.append(_occupied_corners(item.ground_truth, box, options.threshold) + gt_offset)
+        center = center + gt_offset / 2
+    pts = np.concatenate(points)
+    radius = float(np.linalg.norm(pts - center, axis=1).max())
+    return (float(center[0]), float(center[1]), float(center[2])), max(radius, 1e-6)
+
+
+def everything_bounds(item: ViewItem) -> tuple[tuple[float, float, float], float]:
+    """Centre and radius of the sphere around all an item can show: its box, the ground
+    truth's, a mesh and every camera centre (for clipping planes)."""
     box = item.box
     points = [np.asarray(box.min), np.asarray(box.max)]
     if item.mesh is not None:
         points.append(np.asarray(item.mesh[0], dtype=np.float64))
-    if options.show_ground_truth and item.ground_truth is not None:
-        gt_offset = ground_truth_offset(item, options)
+    if item.ground_truth is not None:
+        gt_offset = ground_truth_offset(item, ViewOptions())
         points += [np.asarray(box.min) + gt_offset, np.asarray(box.max) + gt_offset]
-    views = _selected_views(item, options)
-    if views and options.show_cameras and item.cameras is not None:
-        points.append(item.cameras[torch.tensor(views)].detach().double().centers.numpy())
+    if item.cameras is not None:
+        points.append(item.cameras.detach().double().centers.numpy())
     pts = np.concatenate([np.reshape(p, (-1, 3)) for p in points])
     center = 0.5 * (pts.min(axis=0) + pts.max(axis=0))
     radius = float(np.linalg.norm(pts - center, axis=1).max())
     return (float(center[0]), float(center[1]), float(center[2])), radius
+
+
+def _unit_up(up: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float, float]:
+    if isinstance(up, torch.Tensor):
+        up = up.detach().cpu().numpy()
+    u = np.asarray(up, dtype=np.float64).reshape(-1)
+    n = float(np.linalg.norm(u)) if u.size == 3 and np.isfinite(u).all() else 0.0
+    if n < 1e-9:
+        raise ValueError(f"up must be a non-zero finite (x, y, z); got {np.asarray(up).tolist()}")
+    u = u / n
+    return (float(u[0]), float(u[1]), float(u[2]))
+
+
+def up_frame(up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+    """``(3, 3)`` rotation whose columns are the world directions of the orbit's axes
+    ``x``, ``y`` (= ``up``) and ``z``: the smallest rotation taking persp3d's +y to ``up``
+    (the identity for +y; for +z up it takes +z to -y, so azimuth 0 looks along +y).
+
+    Convention: orbit directions ``(cos el sin az, sin el, cos el cos az)`` are mapped to
+    the world by this matrix, so azimuth turns about ``up`` and elevation rises toward it.
+    """
+    u = np.asarray(_unit_up(up))
+    y = np.array([0.0, 1.0, 0.0])
+    c = float(y @ u)
+    if c < -1.0 + 1e-9:  # up = -y: half a turn about x
+        return np.diag([1.0, -1.0, -1.0])
+    v = np.cross(y, u)
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
 def fit_view(
@@ -709,9 +792,10 @@ def fit_view(
     fov: float = 40.0,
     image_size: int | Sequence[int] = (480, 640),
     margin: float = 1.05,
+    up: Sequence[float] = (0.0, 1.0, 0.0),
 ) -> Cameras:
     """Orbit cameras looking at ``center`` from far enough that a sphere of ``radius``
-    fits the picture.
+    fits the picture, upright about ``up``.
 
     Args:
         center: ``(3,)`` world point looked at.
@@ -721,15 +805,20 @@ def fit_view(
         fov: vertical field of view in degrees.
         image_size: ``(H, W)``.
         margin: extra room around the sphere.
+        up: ``(3,)`` world direction shown upright; azimuth turns about it and elevation
+            rises toward it (:func:`up_frame`).
 
     Returns:
-        ``Cameras`` of batch shape ``()`` for one azimuth, else ``(N,)``, as
-        :func:`persp3d.spherical_cameras` (the orbit convention of DESIGN.md).
+        ``Cameras`` of batch shape ``()`` for one azimuth, else ``(N,)``; for ``up`` = +y
+        exactly :func:`persp3d.spherical_cameras` (the orbit convention of DESIGN.md).
     """
     H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     half_v = math.radians(fov) / 2
     half_h = math.atan(math.tan(half_v) * W / H)
     distance = margin * max(radius, 1e-6) / math.sin(min(half_v, half_h))
-    return spherical_cameras(
-        azimuth, elevation, distance, fov=fov, image_size=(H, W), target=tuple(center)
-    )
+    cams = spherical_cameras(azimuth, elevation, distance, fov=fov, image_size=(H, W))
+    frame = torch.from_numpy(up_frame(up))  # (3, 3) orbit axes -> world
+    R = cams.R.double() @ frame.T  # the orbit camera turned into the world
+    target = torch.tensor([float(c) for c in center], dtype=torch.float64)
+    t = cams.t.double() - (R @ target.unsqueeze(-1)).squeeze(-1)
+    return Cameras(cams.K.double(), R, t, (H, W)).to(dtype=torch.float32)

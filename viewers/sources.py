@@ -6,8 +6,10 @@ a page or an export. A source is a sequence of items, read lazily (one sample, o
 forward pass at a time), so a viewer can step through a whole dataset.
 
 Convention: volumes are ``(D, H, W)`` occupancy in [0, 1] in a
-:class:`~persp3d.VolumeBox` (W along world x, H along y, D along z); files written by
-:mod:`persp3d.viewers.export` carry their box, other arrays are placed in ``VolumeBox()``.
+:class:`~persp3d.VolumeBox` (W along world x, H along y, D along z); volume files are read
+by :mod:`persp3d.datasets.volumes` (``.npz`` files carry their box, cameras and up
+direction; plain arrays are placed in ``VolumeBox()``); dataset samples carry theirs in
+``sample["box"]`` and ``sample["up"]`` when they have them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from persp3d.viewers.scene import ViewItem
 from persp3d.volume import VolumeBox
@@ -79,40 +80,42 @@ def _single(item: ViewItem, key: str, description: str) -> ItemSource:
 # ---------------------------------------------------------------------------------------
 # Files
 def load_volume_item(path: str | os.PathLike, logits: bool = False) -> ViewItem:
-    """A volume file as an item: ``.npz`` (as written by
-    :func:`~persp3d.viewers.export.save_volume_npz`, or any archive with one 3D array or a
-    ``volume`` / ``occupancy`` / ``voxels`` array), ``.npy``, ``.binvox`` or a ``.pt``
-    tensor. With ``logits`` the values are passed through a sigmoid first.
+    """A volume file as an item, read by :func:`persp3d.datasets.volumes.load_volume`
+    (``.npz`` with its box and, when the file has them, its cameras and up direction;
+    ``.npy``, ``.binvox``, a ``.pt`` tensor). With ``logits`` the file's array holds
+    log-odds and is passed through a sigmoid.
 
     Raises:
         ValueError: the file is unreadable or holds no ``(D, H, W)`` volume (the message
             names the file).
     """
-    from persp3d.viewers.export import load_volume
+    from persp3d.datasets.volumes import load_volume
 
     path = Path(path)
-    volume, box = load_volume(path)
-    if logits:
-        volume = 1.0 / (1.0 + np.exp(-volume))
+    vf = load_volume(path, logits=logits)
     try:
-        return ViewItem(volume=volume, box=box, title=path.name)
+        return ViewItem(
+            volume=vf.occupancy,
+            box=vf.box,
+            cameras=vf.cameras,
+            up=None if vf.up is None else tuple(vf.up),
+            title=path.name + ("  with its cameras" if vf.cameras is not None else ""),
+        )
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
 
 
 def load_mesh_item(path: str | os.PathLike, resolution: int = 32) -> ViewItem:
     """A mesh file as an item: the mesh is the surface, and its voxelisation at
-    ``resolution`` the volume (for the voxel views and exports). The box is ``VolumeBox()``
-    when the mesh fits in it, else the cube around the mesh's bounding box."""
+    ``resolution`` the volume (for the voxel views and exports), in the box of
+    :func:`persp3d.datasets.volumes.mesh_box`."""
     from persp3d.datasets.meshfolder import load_mesh
+    from persp3d.datasets.volumes import mesh_box
     from persp3d.datasets.voxelize import voxelize_mesh
 
     path = Path(path)
     vertices, faces, _colors = load_mesh(path)  # raises ValueError naming the file
-    box = VolumeBox()
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-    if (lo < np.asarray(box.min)).any() or (hi > np.asarray(box.max)).any():
-        box = VolumeBox(center=(lo + hi) / 2, size=float((hi - lo).max()) * 1.02)
+    box = mesh_box(vertices)
     volume = voxelize_mesh(vertices, faces, resolution, box)[0]
     return ViewItem(volume=volume, box=box, mesh=(vertices, faces), title=path.name)
 
@@ -132,18 +135,23 @@ def _sample_keys(dataset: Any) -> list[str]:
 
 def _sample_parts(sample: dict[str, Any]) -> dict[str, Any]:
     voxels = sample.get("voxels")
+    up = sample.get("up")
     return {
         "voxels": None if voxels is None else voxels[0].float().numpy(),
         "cameras": sample["cameras"],
         "silhouettes": sample["silhouettes"][:, 0].float().numpy(),
         "name": f"{sample.get('category', '')}/{sample.get('id', '')}",
+        "box": sample.get("box") or VolumeBox(),
+        "up": None if up is None else tuple(float(u) for u in np.asarray(up).reshape(-1)),
     }
 
 
 def dataset_source(dataset: Any, description: str) -> ItemSource:
     """The samples of a dataset as items: the ground-truth voxels as the volume, with the
     cameras and their ground-truth silhouettes (the projected silhouettes are the voxels'
-    own, so the picture checks the data's consistency)."""
+    own, so the picture checks the data's consistency), in the sample's box and upright in
+    its ``up`` (imported captures carry both). A sample without voxels (a capture) shows
+    its box, cameras and silhouettes."""
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{description} holds no samples")
@@ -151,13 +159,18 @@ def dataset_source(dataset: Any, description: str) -> ItemSource:
 
     def get(i: int) -> ViewItem:
         parts = _sample_parts(dataset[i])
-        if parts["voxels"] is None:
-            raise ValueError(f"{description}: sample {parts['name']} has no voxels to show")
+        voxels = parts["voxels"]
+        title = f"{parts['name']}  ground truth"
+        if voxels is None:
+            voxels = np.zeros((1, 1, 1), dtype=np.float32)
+            title = f"{parts['name']}  cameras and silhouettes (no voxels)"
         return ViewItem(
-            volume=parts["voxels"],
+            volume=voxels,
+            box=parts["box"],
             cameras=parts["cameras"],
             silhouettes=parts["silhouettes"],
-            title=f"{parts['name']}  ground truth",
+            up=parts["up"],
+            title=title,
         )
 
     return ItemSource(get, n, keys, description)
@@ -178,37 +191,33 @@ def run_source(
         input_view: the view given to the network (default ``7 i mod V`` for object ``i``,
             the view ``persp3d eval`` uses).
     """
-    import torch.nn.functional as F
+    from persp3d.train.data import build_dataset, infer_data_kind
+    from persp3d.train.pipeline import Pipeline, default_input_view
 
-    from persp3d.train.trainer import build_dataset, load_model
-
-    model, config, _state = load_model(run)
+    pipeline = Pipeline.from_run(run)
+    config = pipeline.config
     if data is not None:
         config.data.root = str(data)
-        config.data.kind = "folder"
-    dataset = build_dataset(config.data, split, progress=False)
+        config.data.kind = infer_data_kind(data)
+    dataset = build_dataset(config.data, split, progress=False, image_size=config.model.image_size)
     description = f"run {run} on the {split} split of {config.data.root or 'procedural'}"
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{description}: the split holds no samples")
     keys = _sample_keys(dataset)
-    size = config.model.image_size
 
     def get(i: int) -> ViewItem:
         sample = dataset[i]
         parts = _sample_parts(sample)
         V = len(parts["cameras"])
-        view = (7 * i) % V if input_view is None else input_view
+        view = default_input_view(i, V) if input_view is None else input_view
         if not 0 <= view < V:
             raise ValueError(f"input_view must lie in [0, {V}); got {view}")
-        source = sample["images"] if config.data.input == "rgb" else sample["silhouettes"]
-        image = source[view : view + 1].float()  # (1, C, H, W)
-        if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="area")
-        with torch.no_grad():
-            occupancy = torch.sigmoid(model(image))[0, 0]  # (R, R, R)
+        occupancy = pipeline.predict(sample, view=view)[0, 0]  # (R, R, R)
         return ViewItem(
             volume=occupancy.numpy(),
+            box=parts["box"],
+            up=parts["up"],
             ground_truth=parts["voxels"],
             cameras=parts["cameras"],
             silhouettes=parts["silhouettes"],

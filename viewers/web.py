@@ -11,8 +11,9 @@ the page computes isosurfaces (marching tetrahedra), voxels and silhouette overl
 threshold the user picks. Nothing is fetched.
 
 Convention: the page's viewpoint is a persp3d orbit camera (azimuth from +z toward +x about
-+y, positive elevation looks down, vertical ``fov`` in degrees), so ``view=`` arguments mean
-what they mean for :func:`persp3d.orbit_cameras` and :func:`~persp3d.viewers.snapshot`.
++y, positive elevation looks down, vertical ``fov`` in degrees) turned into the item's up
+frame (:func:`~persp3d.viewers.scene.up_frame`: the identity for +y up), so ``view=``
+arguments mean what they mean for :func:`~persp3d.viewers.snapshot`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from persp3d.viewers.scene import (
     _image_depths,
     _selected_views,
     box_lines,
+    everything_bounds,
     fit_view,
     frustum_lines,
     ground_truth_offset,
     scene_bounds,
+    up_frame,
 )
 
 __all__ = ["html_page", "serve_html", "write_html"]
@@ -151,7 +154,7 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
     views = _selected_views(item, options)
     if views and item.cameras is not None:
         cams = item.cameras[torch.tensor(views)]
-        depth = _image_depths(cams, box, options.image_depth)
+        depth = _image_depths(cams, box, options.frustum_size)
         highlight = views.index(item.input_view) if item.input_view in views else None
         lines.append(
             _lines_payload(frustum_lines(cams, depth, highlight=highlight), "cameras", False)
@@ -174,9 +177,10 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
                         corners[n],
                     )
                 )
-    # The viewpoint: the scene's bounding sphere, as snapshots use it.
+    # The viewpoint: framed on the object and upright, as snapshots are.
     bounds = scene_bounds(item, options)
     center = view.get("target") or bounds[0]
+    up = view.get("up") or item.up or (0.0, 1.0, 0.0)
     fit = fit_view(
         center,
         bounds[1],
@@ -184,8 +188,9 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
         elevation=view.get("elevation", 25.0),
         fov=view.get("fov", 40.0),
         image_size=(480, 640),
+        up=up,
     )
-    distance = float(view.get("distance") or (fit.centers - torch.tensor(center)).norm())
+    distance = float(view.get("distance") or (fit.centers.double() - torch.tensor(center)).norm())
     return {
         "title": item.title,
         "mode": options.mode,
@@ -205,6 +210,7 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
             "distance": distance,
             "fov": float(view.get("fov", 40.0)),
             "target": [float(c) for c in center],
+            "frame": _rounded(up_frame(up), 9),
         },
         "radius": _clip_radius(item, options),
         "background": list(COLORS["background"]),
@@ -221,11 +227,12 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
 def _clip_radius(item: ViewItem, options: ViewOptions) -> float:
     """Radius of everything the page can show (cameras and ground truth included, whether
     shown at first or not), for its near and far clipping planes."""
-    everything = ViewOptions(
-        **{**options.__dict__, "show_cameras": True, "show_ground_truth": True}
+    everything = ViewOptions(**{**options.__dict__, "show_ground_truth": True})
+    center, radius = everything_bounds(item)
+    framed, framed_radius = scene_bounds(item, everything)
+    return max(
+        radius + float(np.linalg.norm(np.asarray(center) - np.asarray(framed))), framed_radius
     )
-    center, radius = scene_bounds(item, everything)
-    return radius + float(np.linalg.norm(np.asarray(center) - np.asarray(item.box.center)))
 
 
 def html_page(
@@ -238,7 +245,8 @@ def html_page(
         options: how to draw it (mode, threshold, what is shown), as the Open3D viewer.
         ui: show the control panel (mode, threshold slider, toggles, legend).
         **view: the initial viewpoint: ``azimuth`` (30), ``elevation`` (25), ``fov`` (40),
-            ``distance`` (fit the scene), ``target`` (the scene centre).
+            ``distance`` (frame the object), ``target`` (the box centre), ``up``
+            (``item.up``, else +y; azimuth turns about it).
 
     Returns:
         The HTML text. It needs no network access. The page's URL ``#hash`` overrides the
@@ -246,7 +254,7 @@ def html_page(
         instead of WebGL) and ``gt``, ``cams``, ``sils``, ``box`` = 0 or 1.
     """
     options = options if options is not None else ViewOptions()
-    unknown = set(view) - {"azimuth", "elevation", "fov", "distance", "target"}
+    unknown = set(view) - {"azimuth", "elevation", "fov", "distance", "target", "up"}
     if unknown:
         raise ValueError(f"unknown view settings {sorted(unknown)}")
     payload = _payload(item, options, view, ui)
