@@ -118,6 +118,7 @@ def project(
     """
     if validate:
         _check_occupancy(volume)
+    _check_output_size(volume, cameras, out_size, depth_samples, backend)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if backend not in BACKENDS:
@@ -156,6 +157,37 @@ def project(
     if validate:
         out = _clamp_unit(out)
     return out.permute(0, 2, 1, 3, 4)  # (B, C, V, h, w) -> (B, V, C, h, w)
+
+
+# Largest number of elements an output or a naive sample tensor may hold (8 GiB of float32):
+# a gigantic out_size is refused here, with its size, before it reaches the allocator.
+MAX_ELEMENTS = 1 << 31
+
+
+def _check_output_size(volume, cameras, out_size, depth_samples, backend) -> None:
+    """``ValueError`` when the silhouettes (or the naive path's samples) would be gigantic."""
+    from persp3d._checks import check_image_size
+
+    if not isinstance(volume, torch.Tensor) or volume.ndim != 5 or not isinstance(cameras, Cameras):
+        return  # the shape and type checks name these
+    h, w = check_image_size(out_size if out_size is not None else cameras.image_size, "out_size")
+    B, C = volume.shape[:2]
+    views = cameras.batch_shape.numel() if cameras.ndim else 1
+    if cameras.ndim == 2:
+        views //= max(1, cameras.batch_shape[0])
+    n = B * C * views * h * w
+    if (
+        backend == "naive"
+        and isinstance(depth_samples, int)
+        and not isinstance(depth_samples, bool)
+    ):
+        n *= max(1, depth_samples)
+    if n > MAX_ELEMENTS:
+        raise ValueError(
+            f"out_size {(h, w)} for {B} volumes x {C} channels x {views} views needs {n:,} "
+            f"elements ({n * volume.element_size() / 2**30:.0f} GiB), more than the "
+            f"{MAX_ELEMENTS:,} persp3d allows in one call; project fewer views or smaller images"
+        )
 
 
 def _check_occupancy(volume: object) -> None:
