@@ -172,6 +172,47 @@ class Config:
         os.replace(tmp, path)
 
 
+def config_dirs() -> list[Path]:
+    """Folders searched for named configs, in order: ``./configs`` (the working folder's),
+    then the ``configs/`` folder of the persp3d source tree (beside ``train/``; present in a
+    checkout and in an editable install, which is how ``make setup`` installs persp3d; a
+    wheel does not carry it: pass the YAML's path instead)."""
+    here = Path(__file__).resolve().parent.parent / "configs"
+    dirs = [Path.cwd() / "configs", here]
+    return list(dict.fromkeys(d for d in dirs))
+
+
+def named_configs() -> dict[str, Path]:
+    """Named configs found in :func:`config_dirs` (name -> file); earlier folders win."""
+    found: dict[str, Path] = {}
+    for folder in reversed(config_dirs()):
+        if folder.is_dir():
+            found |= {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return found
+
+
+def find_config(name: str | os.PathLike) -> Path:
+    """The config file ``name``: a path to a YAML/JSON file, or the name of one in
+    :func:`config_dirs` (``default``, ``r2n2-13``, ``r2n2-chair``; with or without ``.yaml``).
+
+    Raises:
+        FileNotFoundError: naming what was looked for, where, and the names found.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") or str(path.parent) == "":
+        named = named_configs()
+        if stem in named:
+            return named[stem]
+    raise FileNotFoundError(
+        f"config {str(name)!r}: no such file, and no named config {stem!r} in "
+        f"{', '.join(str(d) for d in config_dirs())} (named configs: "
+        f"{', '.join(sorted(named_configs())) or 'none'})"
+    )
+
+
 def _parse_value(text: str, annotation: Any, key: str = "value") -> Any:
     """``text`` (YAML) as a value of the field type ``annotation``; ``ValueError`` naming
     ``key`` when it is not one (``batch_size=abc``, ``lr=fast``, ``amp=maybe``)."""

@@ -36,6 +36,7 @@ __all__ = [
     "build_dataset",
     "choose_in_memory",
     "collate_steps",
+    "infer_data_kind",
     "load_views",
     "resolve_categories",
     "slot_generator",
@@ -74,6 +75,12 @@ def resolve_categories(names: Sequence[str] | None, kind: str) -> list[str] | No
     out = []
     for name in names:
         key = name.strip().lower()
+        if key.isdigit() and key not in SYNSETS:
+            # YAML reads an unquoted 03001627 as the octal number 823191
+            for guess in (f"{int(key):o}".zfill(8), key.zfill(8)):
+                if guess in SYNSETS:
+                    key = guess
+                    break
         if key in SYNSETS:
             out.append(key)
         elif key in by_name:
@@ -84,6 +91,25 @@ def resolve_categories(names: Sequence[str] | None, kind: str) -> list[str] | No
                 "name (e.g. 03001627 or chair)"
             )
     return out
+
+
+MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
+
+
+def infer_data_kind(root: str | os.PathLike, default: str = "folder") -> str:
+    """The ``data.kind`` of a dataset folder: ``folder`` if it holds a persp3d
+    ``manifest.json``, ``r2n2`` if it holds ``ShapeNetRendering`` (or is one), ``meshes`` if
+    it holds mesh files, else ``default``."""
+    root = Path(root)
+    if (root / "manifest.json").is_file():
+        return "folder"
+    if (root / "ShapeNetRendering").is_dir() or root.name == "ShapeNetRendering":
+        return "r2n2"
+    if root.is_dir():
+        for path in root.rglob("*"):
+            if path.suffix.lower() in MESH_SUFFIXES:
+                return "meshes"
+    return default
 
 
 def default_mesh_cache(root: str | os.PathLike) -> Path:

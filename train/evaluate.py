@@ -88,14 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data worker processes (default: the run's)")
 
 
-def _data_kind(root: Path, current: str) -> str:
-    if (root / "manifest.json").is_file():
-        return "folder"
-    if (root / "ShapeNetRendering").is_dir() or root.name == "ShapeNetRendering":
-        return "r2n2"
-    return current if current in ("r2n2", "meshes") else "folder"
-
-
 class _EvalItems(torch.utils.data.Dataset):
     """Object ``i`` of a split with its input view ``(7 i) mod V`` (all views kept)."""
 
@@ -170,7 +162,7 @@ def evaluate(
         protocol: ``default`` or ``r2n2`` (adds the 13-category table of the papers).
         workers: data worker processes (default ``data.workers`` of the run).
     """
-    from persp3d.train.data import build_dataset
+    from persp3d.train.data import build_dataset, infer_data_kind
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
@@ -180,7 +172,7 @@ def evaluate(
     config = pipeline.config
     if data_root is not None:
         config.data.root = str(data_root)
-        config.data.kind = _data_kind(Path(data_root), config.data.kind)
+        config.data.kind = infer_data_kind(data_root, "folder")
     if protocol == "r2n2":
         config.data.voxel_resolution = 32
     workers = config.data.workers if workers is None else int(workers)

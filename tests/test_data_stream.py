@@ -1,0 +1,259 @@
+"""Data into training: the step sampler's shards, batches that depend only on (seed, step),
+workers, the in-memory choice, 3D-R2N2 as a training source and its errors."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from persp3d.train.config import DataConfig, load_config
+from persp3d.train.data import (
+    InMemorySplit,
+    StepSampler,
+    StepSamples,
+    build_dataset,
+    choose_in_memory,
+    infer_data_kind,
+    resolve_categories,
+    train_batches,
+)
+
+TINY = [
+    "model.image_size=16",
+    "model.resolution=16",
+    "model.width=4",
+    "model.latent_dim=16",
+    "model.decoder_width=8",
+    "train.batch_size=4",
+    "train.views_per_step=2",
+    "train.projection_size=16",
+    "train.depth_samples=12",
+    "train.val_objects=2",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "train.progress=false",
+    "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from persp3d.datasets.procedural import ProceduralConfig, generate_procedural
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    config = ProceduralConfig(
+        categories=("chair", "mug"),
+        per_category=10,
+        n_views=6,
+        image_size=16,
+        voxel_resolutions=(16,),
+        store_depth=False,
+    )
+    generate_procedural(root, config, workers=0, progress=False)
+    return root
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(24, 6, 2), (24, 6, 3), (25, 6, 3), (7, 3, 3)])
+def test_ddp_shards_are_disjoint_and_complete(n, batch, world):
+    steps_per_epoch = max(1, n // batch)
+    for epoch in range(3):
+        steps = range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
+        shards = [StepSampler(n, batch, seed=5, rank=r, world=world) for r in range(world)]
+        seen = [[k for s in steps for k in shards[r].keys(s)] for r in range(world)]
+        for r in range(world):
+            assert len(seen[r]) == len(steps) * len(range(r, batch, world))
+        objects = [i for keys in seen for i, _, _ in keys]
+        assert len(objects) == len(set(objects)) == steps_per_epoch * batch  # disjoint
+        if n % batch == 0:
+            assert sorted(objects) == list(range(n))  # complete
+        # the ranks' slots together are the single-process batch of each step
+        single = StepSampler(n, batch, seed=5)
+        for s in steps:
+            merged = sorted(k for r in range(world) for k in shards[r].keys(s))
+            assert merged == sorted(single.keys(s))
+
+
+def test_sampler_starts_at_any_step_with_the_same_batches():
+    full = list(itertools.islice(iter(StepSampler(50, 8, seed=3)), 20))
+    for start in (0, 1, 6, 13):
+        resumed = list(itertools.islice(iter(StepSampler(50, 8, seed=3, start=start)), 20 - start))
+        assert resumed == full[start:]
+    assert list(StepSampler(50, 8, seed=4).keys(0)) != list(StepSampler(50, 8, seed=3).keys(0))
+    assert len(StepSampler(50, 8, start=3, stop=10)) == 7
+    with pytest.raises(ValueError, match=r"batch_size \(2\) must be at least the number"):
+        StepSampler(50, 2, world=3)
+    with pytest.raises(ValueError, match="holds no objects"):
+        StepSampler(0, 2)
+
+
+def test_batches_are_the_same_from_disk_memory_and_workers(tiny_data):
+    cfg = DataConfig(root=str(tiny_data), kind="folder", voxel_resolution=16)
+    disk = build_dataset(cfg, "train", progress=False)
+    memory = InMemorySplit.from_dataset(disk)
+
+    def batches(dataset, workers, start=0):
+        samples = StepSamples(
+            dataset,
+            seed=1,
+            views_per_step=3,
+            input_kind="rgb",
+            projection_size=8,
+            with_voxels=True,
+        )
+        sampler = StepSampler(len(dataset), 4, seed=1, start=start, stop=6)
+        return list(train_batches(samples, sampler, workers))
+
+    ref = batches(disk, 0)
+    assert len(ref) == 6 and ref[0]["input"].shape == (4, 3, 16, 16)
+    assert ref[0]["silhouettes"].shape == (4, 3, 1, 8, 8) and ref[0]["voxels"].shape[0] == 4
+    for other in (batches(memory, 0), batches(disk, 2), [*ref[:3], *batches(disk, 2, start=3)]):
+        assert len(other) == len(ref)
+        for a, b in zip(ref, other):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert torch.equal(a[key], b[key]), key
+
+
+def test_in_memory_is_chosen_by_size(tiny_data):
+    cfg = DataConfig(root=str(tiny_data), kind="folder", voxel_resolution=16)
+    data = build_dataset(cfg, "train", progress=False)
+    assert choose_in_memory(cfg, data)[0] is True
+    cfg.in_memory_mb = 0.01
+    small, why = choose_in_memory(cfg, data)
+    assert small is False and "> data.in_memory_mb" in why
+    cfg.in_memory = "false"
+    assert choose_in_memory(cfg, data) == (False, "data.in_memory is false")
+    cfg.in_memory = "maybe"
+    with pytest.raises(ValueError, match="data.in_memory must be auto, true or false"):
+        choose_in_memory(cfg, data)
+
+
+def test_categories_by_synset_or_name():
+    import yaml
+
+    unquoted = yaml.safe_load("[03001627]")[0]  # YAML 1.1 reads it as an octal number
+    assert resolve_categories(["chair", "03001627", "speaker", unquoted], "r2n2") == [
+        "03001627",
+        "03001627",
+        "03691459",
+        "03001627",
+    ]
+    assert resolve_categories(["chair"], "procedural") == ["chair"]
+    with pytest.raises(ValueError, match="'sofa-bed' is neither a ShapeNet synset id"):
+        resolve_categories(["sofa-bed"], "r2n2")
+
+
+# -- 3D-R2N2 ------------------------------------------------------------------------------------
+R2N2_MODELS = [("03001627", "chair", f"chair_{i}", i) for i in range(4)] + [
+    ("02691156", "airplane", f"plane_{i}", 10 + i) for i in range(4)
+]
+
+
+@pytest.fixture(scope="module")
+def r2n2_root(tmp_path_factory):
+    """A folder in 3D-R2N2's published layout (ShapeNetRendering + ShapeNetVox32)."""
+    from tests._data_helpers import make_fake_r2n2
+
+    return make_fake_r2n2(tmp_path_factory.mktemp("r2n2"), R2N2_MODELS, n_views=4)
+
+
+def _splits_file(path: Path) -> Path:
+    table = {
+        "train": {"03001627": {"chair_0": [], "chair_1": []}, "02691156": {"plane_0": []}},
+        "val": {"03001627": {"chair_2": []}, "02691156": {"plane_1": []}},
+        "test": {"03001627": {"chair_3": []}, "02691156": {"plane_2": [], "plane_3": []}},
+    }
+    path.write_text(json.dumps(table))
+    return path
+
+
+@pytest.mark.slow
+def test_r2n2_trains_through_the_cli_and_evaluates_with_its_protocol(r2n2_root, tmp_path):
+    from persp3d.train.cli import main
+    from persp3d.train.pipeline import Pipeline
+
+    assert infer_data_kind(r2n2_root) == "r2n2"
+    out = tmp_path / "run"
+    splits = _splits_file(tmp_path / "splits.json")
+    argv = ["train", "--data", str(r2n2_root), "--out", str(out), "--max-steps", "3"]
+    argv += ["--categories", "chair,02691156", "--no-progress"]
+    for o in [*TINY, f"data.splits_file={splits}", "model.resolution=32", "data.workers=1"]:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    pipe = Pipeline.from_run(out)
+    assert pipe.config.data.kind == "r2n2" and pipe.config.data.categories == [
+        "chair",
+        "02691156",
+    ]
+    assert pipe.state["step"] == 3
+    train = build_dataset(pipe.config.data, "train", progress=False, image_size=16)
+    assert {m["id"] for m in train.models} == {"chair_0", "chair_1", "plane_0"}
+    sample = train[0]
+    assert sample["images"].shape == (4, 3, 16, 16)  # 137 x 137 renders resized to the model's
+    assert sample["voxels"].shape == (1, 32, 32, 32)
+
+    assert main(["eval", str(out), "--protocol", "r2n2", "--chamfer-points", "0"]) == 0
+    report = json.loads((out / "eval_test.json").read_text())
+    table = report["r2n2"]
+    assert [r["category"] for r in table["rows"]][:5] == [
+        "airplane",
+        "bench",
+        "cabinet",
+        "car",
+        "chair",
+    ]
+    assert table["categories_present"] == 2 and len(table["rows"]) == 13
+    by_name = {r["category"]: r for r in table["rows"]}
+    assert by_name["airplane"]["n"] == 2 and by_name["chair"]["n"] == 1
+    assert report["protocol"]["iou_resolution"] == 32
+    md = (out / "eval_test_r2n2.md").read_text()
+    assert "0.5736" in md and "0.6031" in md and "| chair | 03001627 | 1 |" in md
+
+
+def test_bad_r2n2_folders_get_clear_errors(r2n2_root, tmp_path):
+    cfg = DataConfig(kind="r2n2", root=str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="nothing: no such folder"):
+        build_dataset(cfg, "train")
+    empty = tmp_path / "empty"
+    (empty / "ShapeNetRendering").mkdir(parents=True)
+    cfg.root = str(empty)
+    with pytest.raises(FileNotFoundError, match="no ShapeNetVox32 folder beside"):
+        build_dataset(cfg, "train")
+    (empty / "ShapeNetVox32").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no synset folders"):
+        build_dataset(cfg, "train")
+    cfg.root = str(r2n2_root)
+    cfg.categories = ["sofa"]
+    with pytest.raises(FileNotFoundError, match=r"no folder for categories \['04256520'\]"):
+        build_dataset(cfg, "train")
+    cfg.categories = None
+    cfg.splits_file = str(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="missing.json: cannot read split"):
+        build_dataset(cfg, "train")
+    cfg.kind, cfg.root = "r2n2", None
+    with pytest.raises(ValueError, match="data.root must name the dataset folder"):
+        build_dataset(cfg, "train")
+
+
+@pytest.mark.slow
+def test_named_configs_are_found_and_load(tmp_path):
+    from persp3d.train.config import find_config
+
+    for name in ("default", "r2n2-13", "r2n2-chair"):
+        cfg = load_config(find_config(name))
+        assert cfg.train.out == f"runs/{name}"
+    assert load_config(find_config("r2n2-13")).data.kind == "r2n2"
+    assert len(load_config(find_config("r2n2-13")).data.categories) == 13
+    with pytest.raises(FileNotFoundError, match="no named config 'nope'"):
+        find_config("nope")
+    out = subprocess.run(
+        [sys.executable, "-m", "persp3d.train.cli", "train", "--config", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode != 0 and "named configs: default, r2n2-13, r2n2-chair" in out.stderr
