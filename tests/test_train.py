@@ -129,11 +129,14 @@ def test_losses_and_metrics_on_known_cases():
 
 @pytest.mark.slow
 def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tiny_data, tmp_path):
+    """The uninterrupted run holds its data in memory; the killed one streams it with two
+    worker processes, is killed, and resumes (streaming again): same losses, same weights."""
     from persp3d.train.trainer import Trainer
 
     steps = 10
+    streamed = ["data.workers=2", "data.in_memory=false"]
     full = tmp_path / "full"
-    Trainer(_config(tiny_data, full, f"train.max_steps={steps}")).fit()
+    Trainer(_config(tiny_data, full, f"train.max_steps={steps}", "data.in_memory=true")).fit()
 
     killed = tmp_path / "killed"
     cmd = [
@@ -147,7 +150,7 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tiny_data, t
         str(killed),
         "--max-steps",
         str(steps),
-        *[a for o in TINY for a in ("--set", o)],
+        *[a for o in [*TINY, *streamed] for a in ("--set", o)],
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -167,7 +170,11 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tiny_data, t
     resumed_from = load_checkpoint(killed / "last.pt")["step"]
     assert 0 < resumed_from < steps
 
-    Trainer(_config(tiny_data, killed, f"train.max_steps={steps}"), resume=True).fit()
+    resumed = Trainer(
+        _config(tiny_data, killed, f"train.max_steps={steps}", *streamed), resume=True
+    )
+    resumed.fit()
+    assert not resumed.in_memory
     read = lambda run: [r.split(",")[:2] for r in (run / "steps.csv").read_text().splitlines()[1:]]  # noqa: E731
     assert read(killed) == read(full)  # every step's loss, bit for bit as printed (8 digits)
     assert len(read(full)) == steps
