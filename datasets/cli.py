@@ -3,6 +3,9 @@
     persp3d data make procedural --out DIR [--categories ...] [--per-category N] [...]
     persp3d data make r2n2-layout --out DIR [--categories ...] [--per-category N] [--distinct K]
     persp3d data import MESH_DIR --out DIR [--strict] [...]
+    persp3d data import-views SRC --format nerf|colmap|middlebury|dtu|r2n2 --out DIR [--masks DIR]
+        [--key-color R,G,B --key-tolerance T] [--box cx,cy,cz,size] [--scale S] [--id NAME]
+        [--split-from-format]
     persp3d data info DIR [--sheet PNG]
 
 Plugged into ``persp3d`` by :mod:`persp3d.train.cli` (``add_arguments`` / ``run``).
@@ -60,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from persp3d.datasets.procedural import DEFAULT_ELEVATION_RANGE
     from persp3d.datasets.shapes import CATEGORIES
 
-    sub = parser.add_subparsers(dest="data_command", metavar="{make,import,info}", required=True)
+    sub = parser.add_subparsers(
+        dest="data_command", metavar="{make,import,import-views,info}", required=True
+    )
     make = sub.add_parser("make", help="generate a dataset (the procedural shapes)")
     make.add_argument(
         "kind", choices=["procedural", "r2n2-layout"],
@@ -95,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--strict", action="store_true", help="stop at the first bad file")
     _render_arguments(imp, (32,))
 
+    _import_views_arguments(sub)
+
     info = sub.add_parser("info", help="counts, sizes and a contact sheet of a dataset")
     info.add_argument("dir", type=Path, help="dataset folder (or R2N2 / mesh folder)")
     info.add_argument(
@@ -103,6 +110,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("--no-sheet", action="store_true", help="do not write a contact sheet")
     info.add_argument("--samples", type=int, default=8, help="samples on the sheet (default 8)")
     info.add_argument("--sheet-views", type=int, default=4, help="views per sample (default 4)")
+
+
+def _floats(count: int | None, what: str):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or (count is not None and len(values) != count):
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return values
+
+    return parse
+
+
+def _import_views_arguments(sub: Any) -> None:
+    from persp3d.datasets.captures import CAPTURE_FORMATS, SILHOUETTE_MODES
+
+    p = sub.add_parser(
+        "import-views",
+        help="import a calibrated capture (NeRF/Blender, COLMAP, Middlebury, DTU/IDR, R2N2 "
+        "model) as one object of a persp3d dataset folder",
+    )
+    p.add_argument(
+        "src", type=Path,
+        help="nerf: scene folder (transforms_*.json); colmap: project folder (sparse/0 + "
+        "images) or model folder; middlebury: *_par.txt or its folder; dtu: scan folder "
+        "(image/, mask/, cameras.npz); r2n2: ShapeNetRendering/<synset>/<model> folder",
+    )  # fmt: skip
+    p.add_argument("--format", required=True, choices=CAPTURE_FORMATS, help="the capture's format")
+    p.add_argument("--out", required=True, type=Path, help="dataset folder to write or extend")
+    p.add_argument("--images", type=Path, default=None, help="image folder (colmap, middlebury)")
+    g = p.add_argument_group(
+        "silhouettes (default: masks, key colour, alpha, Middlebury threshold)"
+    )
+    g.add_argument("--silhouettes", choices=SILHOUETTE_MODES, default="auto", help="source")
+    g.add_argument("--masks", type=Path, default=None, help="mask folder, matched by file stem")
+    g.add_argument(
+        "--key-color", type=_floats(3, "R,G,B"), default=None, metavar="R,G,B",
+        help="background colour to key out (0-255)",
+    )  # fmt: skip
+    g.add_argument(
+        "--key-tolerance", type=float, default=0.1, metavar="T",
+        help="largest channel difference still background, 0-1 (default 0.1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--threshold", type=_floats(3, "GREY,DILATE,ERODE"), default=(0.19, 10, 7),
+        metavar="GREY,DILATE,ERODE",
+        help="threshold silhouettes: grey level, dilate and erode pixels (default 0.19,10,7)",
+    )  # fmt: skip
+    p.add_argument(
+        "--box", type=_floats(4, "cx,cy,cz,size"), default=None, metavar="CX,CY,CZ,SIZE",
+        help="the object's cube in the capture's world units (default: the format's bounds, "
+        "else estimated from a coarse visual hull)",
+    )  # fmt: skip
+    p.add_argument("--margin", type=float, default=0.1, help="margin of an estimated box")
+    p.add_argument("--scale", type=float, default=1.0, help="image scale factor (default 1)")
+    p.add_argument("--id", default=None, dest="item_id", help="object id (default: scene name)")
+    p.add_argument("--category", default="capture", help="category (default 'capture')")
+    p.add_argument("--split", choices=["train", "val", "test"], default="train", help="split")
+    p.add_argument(
+        "--split-from-format", action="store_true",
+        help="one object per split the format gives its views (NeRF): ID, ID-val, ID-test",
+    )  # fmt: skip
+    p.add_argument("--no-sheet", action="store_true", help="do not write contact_sheet.png")
+
+
+def _import_views(args: argparse.Namespace) -> int:
+    from persp3d.datasets.captures import import_capture, read_capture
+
+    scene = read_capture(args.src, args.format, images_dir=args.images)
+    box = None if args.box is None else (args.box[:3], args.box[3])
+    threshold = (args.threshold[0], int(args.threshold[1]), int(args.threshold[2]))
+    result = import_capture(
+        scene, args.out,
+        silhouettes=args.silhouettes, mask_dir=args.masks, key_color=args.key_color,
+        key_tolerance=args.key_tolerance, threshold=threshold, box=box, margin=args.margin,
+        scale=args.scale, category=args.category, id=args.item_id, split=args.split,
+        split_from_format=args.split_from_format, contact_sheet=not args.no_sheet,
+    )  # fmt: skip
+    H, W = result.image_size
+    modes = ", ".join(sorted(set(result.silhouettes)))
+    c, side = result.box.center, result.box.size[0]
+    print(f"{args.out}: {scene.source} scene {scene.name!r}, {len(scene.views)} views of "
+          f"{W}x{H}, silhouettes from {modes}")  # fmt: skip
+    print(f"  box ({result.box_source}): centre ({c[0]:.4g}, {c[1]:.4g}, {c[2]:.4g}), "
+          f"side {side:.4g}; up ({', '.join(f'{u:.3g}' for u in scene.up)})")  # fmt: skip
+    for it in result.items:
+        print(f"  object {it['category']}/{it['id']} ({it['split']}, {it['views']} views)")
+    if result.contact_sheet is not None:
+        print(f"  contact sheet: {result.contact_sheet} (check the masks and the box)")
+    return 0
 
 
 def _elevation_range(args: argparse.Namespace) -> tuple[float, float] | None:
@@ -145,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
                 return _make(args)
             if args.data_command == "import":
                 return _import(args)
+            if args.data_command == "import-views":
+                return _import_views(args)
             return _info(args)
         except (DataError, CorruptCacheError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
@@ -170,7 +271,7 @@ def _make(args: argparse.Namespace) -> int:
 
     config = ProceduralConfig(
         categories=tuple(args.categories or CATEGORIES),
-        per_category=args.per_category or DEFAULT_PER_CATEGORY,
+        per_category=DEFAULT_PER_CATEGORY if args.per_category is None else args.per_category,
         seed=args.seed,
         **_render_config_kwargs(args),
     )
@@ -193,7 +294,7 @@ def _make_r2n2_layout(args: argparse.Namespace) -> int:
     info = write_r2n2_layout(
         args.out,
         args.categories,
-        args.per_category or 4,
+        4 if args.per_category is None else args.per_category,
         seed=args.seed,
         views=args.views,
         distinct=args.distinct,

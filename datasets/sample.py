@@ -12,6 +12,10 @@ A sample is a ``dict`` with
                      when the dataset has none)
     ``depth``        ``(V, 1, H, W)`` float32 camera-space z, 0 where empty (optional)
     ``category``     ``str``; ``id``: ``str`` unique within the category
+    ``box``          :class:`persp3d.VolumeBox` the object fills, in the world of the
+                     cameras (optional: imported captures keep their own world units;
+                     absent means ``VolumeBox()``: use ``sample.get("box", VolumeBox())``)
+    ``up``           ``(3,)`` float32 world up direction (optional; absent means ``+y``)
 
 Convention: cameras as in :mod:`persp3d.cameras`; voxels ``(1, D, H, W)`` with D <-> z,
 H <-> y, W <-> x, filling ``VolumeBox()`` (``[-0.5, 0.5]^3``), voxel ``(k, j, i)`` centred at
@@ -28,10 +32,21 @@ import torch
 
 from persp3d._checks import check_shape
 from persp3d.cameras import Cameras
+from persp3d.volume import VolumeBox
 
 __all__ = ["check_sample", "collate", "decode_item", "encode_item"]
 
-SAMPLE_KEYS = ("images", "silhouettes", "cameras", "voxels", "depth", "category", "id")
+SAMPLE_KEYS = (
+    "images",
+    "silhouettes",
+    "cameras",
+    "voxels",
+    "depth",
+    "category",
+    "id",
+    "box",
+    "up",
+)
 
 
 def check_sample(sample: dict[str, Any]) -> dict[str, int]:
@@ -63,6 +78,10 @@ def check_sample(sample: dict[str, Any]) -> dict[str, int]:
         sizes["R"] = vox["R"]
     if "depth" in sample:
         check_shape(sample["depth"], f"{sizes['V']} 1 {sizes['H']} {sizes['W']}", "depth")
+    if "box" in sample and not isinstance(sample["box"], VolumeBox):
+        raise ValueError(f"box must be a VolumeBox; got {type(sample['box']).__name__}")
+    if "up" in sample:
+        check_shape(sample["up"], "3", "up")
     return sizes
 
 
@@ -72,7 +91,10 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         ``images (B, V, 3, H, W)``, ``silhouettes (B, V, 1, H, W)``, ``cameras`` of batch
         shape ``(B, V)``, ``voxels (B, 1, R, R, R)`` and ``depth (B, V, 1, H, W)`` when every
-        sample has them, ``category`` and ``id`` as lists of ``B`` strings.
+        sample has them, ``category`` and ``id`` as lists of ``B`` strings; ``up (B, 3)``
+        when every sample has one; ``box`` (one :class:`VolumeBox`) when every sample has
+        the same box, else ``boxes`` (a list of ``B``, ``VolumeBox()`` where a sample has
+        none).
 
     Raises:
         ValueError: if the samples differ in views, image size or voxel resolution.
@@ -99,6 +121,14 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     f"samples must share the {key} shape to be batched; got {sorted(sizes)}"
                 )
             out[key] = torch.stack([s[key] for s in batch])
+    if all("up" in s for s in batch):
+        out["up"] = torch.stack([s["up"] for s in batch])  # (B, 3)
+    if any("box" in s for s in batch):
+        boxes = [s.get("box", VolumeBox()) for s in batch]
+        if all(b == boxes[0] for b in boxes):
+            out["box"] = boxes[0]
+        else:
+            out["boxes"] = boxes
     return out
 
 
@@ -117,6 +147,9 @@ def encode_item(
     item_id: str,
     voxels: dict[int, np.ndarray] | None = None,
     depth: torch.Tensor | None = None,
+    box: VolumeBox | None = None,
+    up: Sequence[float] | np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Arrays of one stored item (format of :mod:`persp3d.datasets.cache`).
 
@@ -125,6 +158,10 @@ def encode_item(
         cameras: batch shape ``(V,)``.
         voxels: resolution ``R`` -> ``(1, R, R, R)`` occupancy in [0, 1].
         depth: ``(V, 1, H, W)``.
+        box: the object's box in the cameras' world (stored as float64 ``box_center (3,)``
+            and ``box_size ()``, the cube's side); None: ``VolumeBox()`` is implied.
+        up: ``(3,)`` world up direction (stored float64 ``up``); None: ``+y`` is implied.
+        extra: more arrays stored as they are (e.g. ``view_names``); names must not clash.
     """
     cams = cameras.detach().cpu().float()
     arrays = {
@@ -140,6 +177,20 @@ def encode_item(
         arrays["depth"] = np.asarray(depth, dtype=np.float16)
     for res, vox in (voxels or {}).items():
         arrays[f"voxels_{int(res)}"] = _to_uint8(vox)
+    if box is not None:
+        if len(set(box.size)) != 1:
+            raise ValueError(f"box must be a cube to be stored; got size {box.size}")
+        arrays["box_center"] = np.asarray(box.center, dtype=np.float64)
+        arrays["box_size"] = np.asarray(box.size[0], dtype=np.float64)
+    if up is not None:
+        up_arr = np.asarray(up, dtype=np.float64).reshape(-1)
+        if up_arr.shape != (3,) or not np.isfinite(up_arr).all() or not up_arr.any():
+            raise ValueError(f"up must be a finite non-zero (3,) vector; got {up!r}")
+        arrays["up"] = up_arr / np.linalg.norm(up_arr)
+    for name, value in (extra or {}).items():
+        if name in arrays:
+            raise ValueError(f"extra array {name!r} clashes with a stored array")
+        arrays[name] = np.asarray(value)
     return arrays
 
 
@@ -156,7 +207,7 @@ def decode_item(
     views: Sequence[int] | None = None,
     with_depth: bool = True,
 ) -> dict[str, Any]:
-    """A sample from stored arrays.
+    """A sample from stored arrays (``box`` and ``up`` included when stored).
 
     Args:
         voxel_resolution: which ``voxels_<R>`` to return (default: the lowest stored);
@@ -188,4 +239,11 @@ def decode_item(
         sample["voxels"] = torch.from_numpy(arrays[f"voxels_{res}"].astype(np.float32) / 255.0)
     if with_depth and "depth" in arrays:
         sample["depth"] = torch.from_numpy(arrays["depth"][sel].astype(np.float32))
+    if "box_center" in arrays and "box_size" in arrays:
+        sample["box"] = VolumeBox(
+            center=np.asarray(arrays["box_center"], dtype=np.float64).reshape(3).tolist(),
+            size=float(np.asarray(arrays["box_size"]).reshape(-1)[0]),
+        )
+    if "up" in arrays:
+        sample["up"] = torch.from_numpy(np.asarray(arrays["up"], dtype=np.float32).reshape(3))
     return sample
