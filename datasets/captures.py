@@ -33,6 +33,7 @@ axes and units (the box and ``up`` say where the object is and which way is up).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -732,6 +733,11 @@ def import_capture(
     ] + written
     for w in written:
         manifest["config"]["captures"][f"{w['category']}/{w['id']}"] = record
+    records = [r for k, r in manifest["config"]["captures"].items()
+               if tuple(k.split("/", 1)) in {(it["category"], it["id"]) for it in manifest["items"]}]  # fmt: skip
+    for key, name in (("image_size", "image_size"), ("views", "n_views")):
+        values = {json.dumps(r[key]) for r in records}
+        manifest["config"][name] = records[0][key] if len(values) == 1 else None
     manifest["format"], manifest["version"] = FORMAT_NAME, FORMAT_VERSION
     manifest["complete"] = all(it.get("sha256") for it in manifest["items"])
     manifest["summary"] = {"items": len(manifest["items"])}

@@ -409,8 +409,10 @@ def _info(args: argparse.Namespace) -> int:
         info = dataset_info(path)
         print(f"{path}: {info['kind']} dataset, {info['format']}, "
               f"{'complete' if info['complete'] else 'INCOMPLETE'}")  # fmt: skip
+        size = info["image_size"]
+        size = f"{size[1]}x{size[0]}" if isinstance(size, list) else f"{size}x{size}"
         print(f"  objects: {info['items']} ({info['bytes'] / 2**20:.1f} MiB), "
-              f"{info['views']} views of {info['image_size']}x{info['image_size']}, "
+              f"{info['views'] or 'various'} views of {size}, "
               f"voxels {info['voxel_resolutions']}")  # fmt: skip
         for split in ("train", "val", "test"):
             counts = info["per_split"].get(split, {})
