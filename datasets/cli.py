@@ -426,8 +426,9 @@ def _info(args: argparse.Namespace) -> int:
         dataset = load_dataset(path, split="all")
         print(f"{path}: {type(dataset).__name__}, {len(dataset)} objects")
     if not args.no_sheet and len(dataset):
-        sheet = contact_sheet(
-            dataset, args.sheet or path / "contact_sheet.png", args.samples, args.sheet_views
-        )
+        default = path / "contact_sheet.png"
+        if (path / "manifest.json").is_file() and dataset_info(path)["kind"] == "capture":
+            default = path / "info_sheet.png"  # contact_sheet.png is import-views' mask overlay
+        sheet = contact_sheet(dataset, args.sheet or default, args.samples, args.sheet_views)
         print(f"  contact sheet: {sheet}")
     return 0
