@@ -168,6 +168,105 @@ def test_fit_view_looks_at_the_centre_from_the_orbit_convention():
     assert uv[1, 0] > 40 and uv[1, 1] < 30  # world +x right, +y up
 
 
+def snowman(box: p3.VolumeBox, resolution: int, up) -> np.ndarray:
+    """``(D, H, W)`` a slab with two balls stacked on it along ``up`` (``(0, 0, 1)`` or
+    ``(0, 1, 0)``) in the lower part of ``box``."""
+    centres = box.voxel_centers(resolution, dtype=torch.float64).numpy() - np.asarray(box.center)
+    u = np.asarray(up, dtype=np.float64)
+    h = centres @ u  # height along up
+    side = np.linalg.norm(centres - h[..., None] * u, axis=-1)  # distance from the up axis
+    s = box.size[0]
+    slab = (h > -0.4 * s) & (h < -0.3 * s) & (side < 0.3 * s)
+    body = side**2 + (h + 0.12 * s) ** 2 < (0.18 * s) ** 2
+    head = side**2 + (h - 0.15 * s) ** 2 < (0.11 * s) ** 2
+    return (slab | body | head).astype(np.float32)
+
+
+def _ring(center, distance: float, up, n: int = 12) -> p3.Cameras:
+    """``n`` cameras around ``up`` at 30 degrees above the horizon, looking at ``center``."""
+    u = np.asarray(up, dtype=np.float64)
+    a = np.cross(u, [1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.cross(u, [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(u, a)
+    eyes = [
+        np.asarray(center)
+        + distance * (np.cos(0.5) * (np.cos(t) * a + np.sin(t) * b) + np.sin(0.5) * u)
+        for t in np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ]
+    R, t = p3.look_at(torch.tensor(np.array(eyes)), torch.tensor(center), torch.tensor(u))
+    K = p3.intrinsics_from_fov(40.0, (24, 32), dtype=torch.float64)
+    return p3.Cameras(K.expand(n, 3, 3), R, t, (24, 32)).float()
+
+
+@pytest.mark.parametrize("up", [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0)], ids=["z_up", "y_up"])
+def test_default_viewpoint_frames_the_object_upright_in_its_up_axis(up):
+    from persp3d.viewers.open3d_viewer import _view
+
+    box = p3.VolumeBox((0.4, -0.3, 0.7), 2.0)
+    vol = snowman(box, 24, up)
+    cams = _ring(box.center, 8.0, up)  # a rig much larger than the object
+    item = ViewItem(vol, box=box, cameras=cams, up=up)
+    built = scene.build_scene(item)
+    cam = _view(built, {"image_size": (480, 640)})
+    assert cam.image_size == (480, 640)
+    # it looks at the box centre
+    uv, depth = cam.project(torch.tensor([box.center], dtype=torch.float64))
+    np.testing.assert_allclose(uv.reshape(2).numpy(), [320.0, 240.0], atol=1e-3)
+    assert float(depth) > 0
+    # the object covers a good share of the picture: 30-80 % of its height
+    occupied = box.voxel_centers(24, dtype=torch.float64)[torch.from_numpy(vol > 0.5)]
+    uv_obj, _ = cam.project(occupied)
+    rows = uv_obj[..., 1].numpy()
+    assert 0.3 < (rows.max() - rows.min()) / 480 < 0.8
+    assert 0 < uv_obj[..., 0].min() and uv_obj[..., 0].max() < 640
+    # up points to the top of the picture, straight up
+    top = torch.tensor([box.center], dtype=torch.float64) + 0.2 * torch.tensor(
+        [up], dtype=torch.float64
+    )
+    uv_top, _ = cam.project(top)
+    du, dv = (uv_top - uv).reshape(2).tolist()
+    assert dv < -10 and abs(du) < 1e-3 * abs(dv)
+    # the head is above the body in the picture
+    head = box.voxel_centers(24, dtype=torch.float64)[torch.from_numpy(vol > 0.5)]
+    heights = (head - torch.tensor(box.center, dtype=torch.float64)) @ torch.tensor(
+        up, dtype=torch.float64
+    )
+    assert np.corrcoef(heights.numpy(), -rows.reshape(-1))[0, 1] > 0.9
+    # the frustums are small beside the object: each image plane at most 0.3 box sides tall
+    frustums = next(ls for ls in built.lines if ls.name == "cameras")
+    corners = frustums.points.reshape(-1, 8, 3)[:, 1:5]  # (V, 4, 3) image-plane corners
+    heights_plane = np.linalg.norm(corners[:, 3] - corners[:, 0], axis=-1)
+    np.testing.assert_allclose(heights_plane, 0.3 * 2.0, rtol=1e-6)
+    # the web page starts from the same viewpoint
+    payload = web._payload(item, ViewOptions(), {}, ui=False)
+    v = payload["view"]
+    frame = np.asarray(v["frame"])
+    np.testing.assert_allclose(frame[:, 1], up, atol=1e-9)
+    a, e = np.radians(v["azimuth"]), np.radians(v["elevation"])
+    eye = np.asarray(v["target"]) + v["distance"] * frame @ [
+        np.cos(e) * np.sin(a),
+        np.sin(e),
+        np.cos(e) * np.cos(a),
+    ]
+    np.testing.assert_allclose(eye, cam.centers.double().numpy().reshape(3), atol=1e-4)
+    np.testing.assert_allclose(v["target"], box.center, atol=1e-12)
+    # framing everything takes the rig in
+    wide = _view(scene.build_scene(item, ViewOptions(frame="all")), {"image_size": (480, 640)})
+    uv_cams, d_cams = wide.project(cams.centers.double())
+    assert (d_cams > 0).all() and (uv_cams[..., 1] > 0).all() and (uv_cams[..., 1] < 480).all()
+
+
+def test_up_frame_is_the_identity_for_y_and_a_rotation_taking_y_to_up():
+    np.testing.assert_allclose(scene.up_frame((0, 1, 0)), np.eye(3), atol=1e-12)
+    for up in [(0, 0, 1), (1, 0, 0), (0, -1, 0), (0.3, -0.2, 0.9)]:
+        F = scene.up_frame(up)
+        np.testing.assert_allclose(F @ F.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(F) == pytest.approx(1.0)
+        np.testing.assert_allclose(F[:, 1], np.asarray(up) / np.linalg.norm(up), atol=1e-12)
+    with pytest.raises(ValueError, match="up must be a non-zero"):
+        ViewItem(np.zeros((2, 2, 2), np.float32), up=(0, 0, 0))
+
+
 # ---------------------------------------------------------------------------------------
 # Exports
 def test_view_exports_npz_with_box_cameras_and_up_that_load_back(tmp_path):

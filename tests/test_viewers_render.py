@@ -270,3 +270,68 @@ def test_web_image_plane_seen_from_its_camera_covers_the_silhouette_upright(tmp_
     _keep("web_image_plane.png", picture)
     expected = np.kron(sils[1], np.ones((20, 20))) > 0.5  # (480, 480), row 0 on top
     assert _iou(_object_mask(picture), expected) > 0.9
+
+
+# ---------------------------------------------------------------------------------------
+# Framing: a z-up capture's fit, seen by default, upright and filling the picture
+def _zup_item() -> tuple[ViewItem, np.ndarray]:
+    """A slab with two stacked balls standing on +z in a box away from the origin, with a
+    ring of 8 cameras 5 box sides away, as a NeRF-synthetic fit would be."""
+    box = p3.VolumeBox((0.4, -0.3, 0.7), 2.0)
+    c = box.voxel_centers(24, dtype=torch.float64).numpy() - np.asarray(box.center)
+    side = np.hypot(c[..., 0], c[..., 1])
+    h = c[..., 2]
+    volume = (
+        ((h > -0.8) & (h < -0.6) & (side < 0.6))
+        | (side**2 + (h + 0.24) ** 2 < 0.36**2)
+        | (side**2 + (h - 0.3) ** 2 < 0.22**2)
+    ).astype(np.float32)
+    az = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    eyes = np.asarray(box.center) + 10.0 * np.stack(
+        [np.cos(0.5) * np.cos(az), np.cos(0.5) * np.sin(az), np.full(8, np.sin(0.5))], -1
+    )
+    R, t = p3.look_at(torch.tensor(eyes), torch.tensor(box.center), torch.tensor([0.0, 0.0, 1.0]))
+    K = p3.intrinsics_from_fov(30.0, (32, 32), dtype=torch.float64)
+    cams = p3.Cameras(K.expand(8, 3, 3), R, t, (32, 32)).float()
+    return ViewItem(volume, box=box, cameras=cams, up=(0.0, 0.0, 1.0)), volume
+
+
+def _framed_expectation(item: ViewItem, volume: np.ndarray, size=(480, 640)):
+    camera = open3d_viewer._view(scene.build_scene(item), {"image_size": size})
+    sil = p3.project(
+        torch.from_numpy(volume)[None, None], camera.reshape(1), box=item.box, depth_samples=128
+    )
+    return camera, sil[0, 0, 0].numpy() > 0.5
+
+
+def _upright(mask: np.ndarray) -> None:
+    """The slab (widest rows) is at the bottom and the object fills 30-80 % of the height."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    height = (rows[-1] - rows[0]) / mask.shape[0]
+    assert 0.3 < height < 0.8, height
+    widths = mask.sum(axis=1)[rows[0] : rows[-1] + 1]
+    assert np.argmax(widths) > 0.6 * len(widths)  # the slab is in the lower part
+
+
+def test_snapshot_of_a_z_up_fit_frames_it_upright(o3d):
+    item, volume = _zup_item()
+    picture = open3d_viewer.snapshot(item, options=ViewOptions(show_box=False, show_cameras=False,
+                                                                show_silhouettes=False))  # fmt: skip
+    _keep("o3d_zup_framed.png", picture)
+    _camera, expected = _framed_expectation(item, volume)
+    mask = _object_mask(picture)
+    _upright(mask)
+    _upright(expected)
+    assert _iou(mask, expected) > 0.85
+
+
+def test_web_page_of_a_z_up_fit_starts_from_the_snapshot_viewpoint(tmp_path):
+    item, volume = _zup_item()
+    options = ViewOptions(show_box=False, show_cameras=False, show_silhouettes=False)
+    page = web.write_html(tmp_path / "zup.html", item, options, ui=False)
+    picture = _browser(page, WEBGL, size=(640, 480))
+    _keep("web_zup_framed.png", picture)
+    _camera, expected = _framed_expectation(item, volume)
+    mask = _object_mask(picture)
+    _upright(mask)
+    assert _iou(mask, expected) > 0.85

@@ -4,6 +4,7 @@
     persp3d view data/procedural --id chair_00003 --snapshot chair.png
     persp3d view runs/default --split test --turntable pred.gif --frames 36
     persp3d view runs/default --data DIR --html pred.html          # open anywhere, offline
+    persp3d view fit/volume.npz --snapshot fit.png # with its cameras, upright in its "up"
     persp3d view pred.npz --export pred.glb --export pred.binvox
     persp3d view runs/default --serve             # http://127.0.0.1:8000/ (localhost only)
 
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from persp3d.viewers.scene import MODES, ViewOptions
+from persp3d.viewers.scene import FRAMES, MODES, ViewOptions
 
 __all__ = ["add_arguments", "run"]
 
@@ -75,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--no-silhouettes", action="store_true", help="hide the silhouettes")
     how.add_argument("--no-ground-truth", action="store_true", help="hide the ground truth")
     how.add_argument("--no-box", action="store_true", help="hide the volume box")
+    how.add_argument(
+        "--frame",
+        choices=FRAMES,
+        default="object",
+        help="frame the object (default; far cameras fall outside) or all: object and cameras",
+    )
     how.add_argument("--azimuth", type=float, default=30.0, help="viewpoint azimuth (degrees)")
     how.add_argument("--elevation", type=float, default=25.0, help="viewpoint elevation")
     how.add_argument("--fov", type=float, default=40.0, help="vertical field of view")
@@ -129,6 +136,7 @@ def _main(args: argparse.Namespace) -> int:
         show_box=not args.no_box,
         views=args.views,
         max_views=args.max_views,
+        frame=args.frame,
     )
     if args.turntable and Path(args.turntable).suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"--turntable must end in .gif or .mp4; got {args.turntable!r}")

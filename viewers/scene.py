@@ -27,6 +27,7 @@ from persp3d.volume import VolumeBox
 
 __all__ = [
     "COLORS",
+    "FRAMES",
     "MODES",
     "LineSet",
     "Scene",
@@ -52,6 +53,8 @@ __all__ = [
 MODES = ("iso", "voxels", "both")
 """How a volume is drawn: its isosurface, its voxels (coloured by occupancy), or the
 isosurface with the voxels' edges over it."""
+FRAMES = ("object", "all")
+"""What a default viewpoint takes in: the object only, or the object and the cameras."""
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "prediction": (0.55, 0.68, 0.88),
@@ -250,6 +253,10 @@ class ViewOptions:
     """Height of each camera's drawn image plane, as a fraction of the box's longest side
     (so frustums stay small beside the object whatever the cameras' distance and focal
     length)."""
+    frame: str = "object"
+    """What the default viewpoint frames: ``object`` (the volume or mesh, so it fills a
+    good share of the picture; cameras far from it fall outside) or ``all`` (the object
+    and every drawn camera)."""
     ground_truth_gap: float = 0.25
     """Gap between the prediction's box and the ground truth's, in box widths (the ground
     truth sits on the prediction's -x side)."""
@@ -259,6 +266,8 @@ class ViewOptions:
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1]; got {self.threshold}")
+        if self.frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}; got {self.frame!r}")
         if not 0.0 < self.frustum_size <= 10.0:
             raise ValueError(f"frustum_size must lie in (0, 10]; got {self.frustum_size}")
 
@@ -720,8 +729,9 @@ def scene_bounds(
     """Centre and radius of the sphere a viewpoint frames: centred on the box (midway
     between the prediction's and the ground truth's boxes when both are shown), large
     enough to hold the object (the bounding box of the cells above the threshold, or a
-    loaded mesh; the whole box when nothing is occupied). Cameras are left out, so the
-    object, not the camera rig, fills the picture."""
+    loaded mesh; the whole box when nothing is occupied). Cameras are left out (with
+    ``options.frame == "object"``, the default), so the object, not the camera rig, fills
+    the picture; ``frame="all"`` takes in the drawn cameras' centres too."""
     options = options if options is not None else ViewOptions()
     box = item.box
     center = np.asarray(box.center, dtype=np.float64)
@@ -732,6 +742,9 @@ def scene_bounds(
         gt_offset = ground_truth_offset(item, options)
         points.append(_occupied_corners(item.ground_truth, box, options.threshold) + gt_offset)
         center = center + gt_offset / 2
+    views = _selected_views(item, options)
+    if options.frame == "all" and views and options.show_cameras and item.cameras is not None:
+        points.append(item.cameras[torch.tensor(views)].detach().double().centers.numpy())
     pts = np.concatenate(points)
     radius = float(np.linalg.norm(pts - center, axis=1).max())
     return (float(center[0]), float(center[1]), float(center[2])), max(radius, 1e-6)
@@ -791,7 +804,7 @@ def fit_view(
     elevation: float = 25.0,
     fov: float = 40.0,
     image_size: int | Sequence[int] = (480, 640),
-    margin: float = 1.05,
+    margin: float = 1.15,
     up: Sequence[float] = (0.0, 1.0, 0.0),
 ) -> Cameras:
     """Orbit cameras looking at ``center`` from far enough that a sphere of ``radius``
