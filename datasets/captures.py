@@ -354,12 +354,14 @@ def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # -- the object's box --------------------------------------------------------------------------
 def _project(K, R, t, points):  # points (N, 3) -> uv (N, 2), depth (N,)
-    cam = points @ R.T + t  # (N, 3)
-    z = cam[:, 2]
+    # elementwise, not ``points @ R.T``: tiny BLAS products with many rows are slow when the
+    # BLAS threads compete for busy cores
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    cam = [R[r, 0] * x + R[r, 1] * y + R[r, 2] * z + t[r] for r in range(3)]  # 3 x (N,)
+    pix = [K[r, 0] * cam[0] + K[r, 1] * cam[1] + K[r, 2] * cam[2] for r in range(3)]
     with np.errstate(divide="ignore", invalid="ignore"):
-        pix = cam @ K.T  # (N, 3)
-        uv = pix[:, :2] / pix[:, 2:3]
-    return uv, z
+        uv = np.stack([pix[0] / pix[2], pix[1] / pix[2]], axis=1)  # (N, 2)
+    return uv, cam[2]
 
 
 def _carve(cams, masks, center, side, res, min_seen):

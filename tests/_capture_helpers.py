@@ -234,3 +234,75 @@ def write_r2n2_model(model_dir: Path, n_views: int = 5, center=(0.1, 0.05, -0.1)
         "\n".join(" ".join(f"{x:.6f}" for x in row) for row in rows) + "\n"
     )
     return rig, rows
+
+
+def write_nerf(root: Path, rig: Rig, splits=("train", "test")) -> Path:
+    """NeRF-synthetic / nerfstudio layout: ``transforms_<split>.json`` with camera-to-world
+    ``transform_matrix`` in OpenGL camera axes (x right, y up, looking down -z), per-frame
+    ``fl_x fl_y cx cy w h`` (pixel centres at +0.5, as nerfstudio states), ``file_path``
+    without extension, RGBA images whose alpha is the ball's coverage. Views alternate
+    between the splits."""
+    import json
+
+    gl_from_cv = np.diag([1.0, -1.0, -1.0])
+    frames: dict[str, list] = {s: [] for s in splits}
+    for v in range(len(rig.K)):
+        split = splits[v % len(splits)]
+        c2w = np.eye(4)
+        c2w[:3, :3] = rig.R[v].T @ gl_from_cv  # camera axes (OpenGL) in world coordinates
+        c2w[:3, 3] = -rig.R[v].T @ rig.t[v]
+        alpha = render_ball(rig.K[v], rig.R[v], rig.t[v], rig.size)
+        save_png(root / split / f"r_{v}.png", np.concatenate([shaded(alpha), alpha[..., None]], 2))
+        K = rig.K[v]
+        frames[split].append(
+            {
+                "file_path": f"./{split}/r_{v}",
+                "transform_matrix": c2w.tolist(),
+                "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2],
+                "w": rig.size[1], "h": rig.size[0],
+            }
+        )  # fmt: skip
+    for split, fr in frames.items():
+        (root / f"transforms_{split}.json").write_text(json.dumps({"frames": fr}))
+    return root
+
+
+def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Hamilton ``(qw, qx, qy, qz)`` of a rotation matrix (qw >= 0)."""
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(R).as_quat()
+    q = np.array([w, x, y, z])
+    return q if w >= 0 else -q
+
+
+def write_colmap_text(root: Path, rig: Rig, n_points: int = 300) -> Path:
+    """COLMAP project: ``sparse/0/{cameras,images,points3D}.txt`` (PINHOLE, world-to-camera
+    quaternion and T, pixel centres at +0.5 as COLMAP documents), ``images/NNN.png`` on a grey
+    background and ``masks/NNN.png.png`` (COLMAP's mask naming)."""
+    model = root / "sparse" / "0"
+    model.mkdir(parents=True, exist_ok=True)
+    cams, imgs = [], []
+    for v in range(len(rig.K)):
+        K = rig.K[v]
+        params = " ".join(f"{x:.17g}" for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+        cams.append(f"{v + 1} PINHOLE {rig.size[1]} {rig.size[0]} {params}")
+        q = rotation_to_quaternion(rig.R[v])
+        name = f"{v:03d}.png"
+        pose = " ".join(f"{x:.17g}" for x in (*q, *rig.t[v]))
+        imgs.append(f"{v + 1} {pose} {v + 1} {name}")
+        imgs.append("")
+        mask = render_ball(rig.K[v], rig.R[v], rig.t[v], rig.size)
+        save_png(root / "images" / name, shaded(mask, bg=(0.5, 0.5, 0.5)))
+        save_png(root / "masks" / f"{name}.png", mask)
+    rng = np.random.default_rng(4)
+    d = rng.normal(size=(n_points, 3))
+    pts = BALL_CENTER + BALL_RADIUS * d / np.linalg.norm(d, axis=1, keepdims=True)
+    (model / "cameras.txt").write_text("# Camera list\n" + "\n".join(cams) + "\n")
+    (model / "images.txt").write_text("# Image list\n" + "\n".join(imgs) + "\n")
+    (model / "points3D.txt").write_text(
+        "".join(
+            f"{i + 1} {p[0]:.9g} {p[1]:.9g} {p[2]:.9g} 128 128 128 0.5\n" for i, p in enumerate(pts)
+        )
+    )
+    return root

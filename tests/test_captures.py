@@ -20,8 +20,10 @@ from _capture_helpers import (
     render_ball,
     save_png,
     shaded,
+    write_colmap_text,
     write_dtu,
     write_middlebury,
+    write_nerf,
     write_r2n2_model,
 )
 
@@ -49,7 +51,7 @@ def projected_iou(sample, center=BALL_CENTER, radius=BALL_RADIUS) -> list[float]
     cameras against the stored silhouettes."""
     box = sample["box"]
     volume = ball_volume(box, 32, center, radius)
-    sil = p3.project(volume, sample["cameras"], box=box, depth_samples=96)[0]  # (V, 1, H, W)
+    sil = p3.project(volume, sample["cameras"], box=box, depth_samples=96, backend="reference")[0]
     return [iou(sil[v, 0], sample["silhouettes"][v, 0]) for v in range(sil.shape[0])]
 
 
@@ -323,3 +325,31 @@ def test_read_capture_dispatches_by_format(tmp_path):
     assert read_capture(tmp_path / "scan", "dtu").source == "dtu"
     with pytest.raises(ValueError, match="format must be one of"):
         read_capture(tmp_path / "scan", "ply")
+
+
+# -- NeRF and COLMAP through the same import (their readers are tested on their own) ------------
+def test_nerf_import_with_alpha_and_splits_from_format(tmp_path, capsys):
+    rig = make_rig(6)
+    write_nerf(tmp_path / "lego", rig)
+    code = main(["data", "import-views", str(tmp_path / "lego"), "--format", "nerf",
+                 "--out", str(tmp_path / "ds"), "--split-from-format"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    train = MultiViewFolder(tmp_path / "ds", "train")[0]
+    test = MultiViewFolder(tmp_path / "ds", "test")[0]
+    assert (train["id"], test["id"]) == ("lego", "lego-test")
+    assert train["images"].shape[0] == 3 and test["images"].shape[0] == 3
+    np.testing.assert_allclose(train["up"].numpy(), [0, 0, 1])  # NeRF-synthetic is z-up
+    assert train["box"] == test["box"] and box_holds_ball(train["box"])
+    assert min(projected_iou(train) + projected_iou(test)) > 0.95
+
+
+def test_colmap_import_with_mask_folder_and_points_for_the_box(tmp_path, capsys):
+    rig = make_rig(6)
+    root = write_colmap_text(tmp_path / "proj", rig)
+    code = main(["data", "import-views", str(root), "--format", "colmap", "--masks",
+                 str(root / "masks"), "--out", str(tmp_path / "ds"), "--scale", "0.5"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    sample = MultiViewFolder(tmp_path / "ds", "all")[0]
+    assert sample["cameras"].image_size == (24, 32)
+    assert box_holds_ball(sample["box"]) and sample["box"].size[0] < 2 * BALL_RADIUS * 1.5
+    assert min(projected_iou(sample)) > 0.9  # 24 x 32 pixels: a ball of 5 px radius
