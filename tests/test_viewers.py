@@ -256,6 +256,32 @@ def test_default_viewpoint_frames_the_object_upright_in_its_up_axis(up):
     assert (d_cams > 0).all() and (uv_cams[..., 1] > 0).all() and (uv_cams[..., 1] < 480).all()
 
 
+def test_capture_sample_is_shown_in_its_box_upright_with_its_visual_hull():
+    box = p3.VolumeBox((0.4, -0.3, 0.7), 2.0)
+    up = (0.0, 0.0, 1.0)
+    vol = snowman(box, 24, up)
+    cams = _ring(box.center, 6.0, up, n=8)
+    sils = p3.project(torch.from_numpy(vol)[None, None], cams, box=box, depth_samples=64)[0]
+    sample = {
+        "images": sils.expand(-1, 3, -1, -1),
+        "silhouettes": sils,  # (V, 1, H, W)
+        "cameras": cams,
+        "box": box,
+        "up": torch.tensor(up),
+        "category": "capture",
+        "id": "snowman",
+    }
+    item = sources.dataset_source([sample], "a capture")[0]
+    assert item.box == box and item.up == up and "visual hull" in item.title
+    hull = item.volume > 0.5
+    assert hull.shape == (48, 48, 48)
+    # carved from the silhouettes: far from the whole box, and nothing above the head (the
+    # cameras look down, so the hull may reach below the slab)
+    centres = box.voxel_centers(48, dtype=torch.float64)[torch.from_numpy(hull)]
+    heights = (centres - torch.tensor(box.center, dtype=torch.float64)) @ torch.tensor(up).double()
+    assert 0.01 < hull.mean() < 0.3 and heights.max() < 0.7
+
+
 def test_up_frame_is_the_identity_for_y_and_a_rotation_taking_y_to_up():
     np.testing.assert_allclose(scene.up_frame((0, 1, 0)), np.eye(3), atol=1e-12)
     for up in [(0, 0, 1), (1, 0, 0), (0, -1, 0), (0.3, -0.2, 0.9)]:

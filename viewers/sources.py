@@ -146,12 +146,25 @@ def _sample_parts(sample: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hull(parts: dict[str, Any], resolution: int = 48) -> np.ndarray:
+    """``(R, R, R)`` visual hull of a sample's silhouettes in its box (a capture has no
+    voxels; the hull shows where the silhouettes put the object)."""
+    import torch
+
+    from persp3d.fitting import visual_hull
+
+    sils = torch.from_numpy(parts["silhouettes"])[:, None]  # (V, 1, H, W)
+    with torch.no_grad():
+        hull = visual_hull(parts["cameras"], sils, resolution, parts["box"])
+    return hull.reshape(resolution, resolution, resolution).float().numpy()
+
+
 def dataset_source(dataset: Any, description: str) -> ItemSource:
     """The samples of a dataset as items: the ground-truth voxels as the volume, with the
     cameras and their ground-truth silhouettes (the projected silhouettes are the voxels'
     own, so the picture checks the data's consistency), in the sample's box and upright in
     its ``up`` (imported captures carry both). A sample without voxels (a capture) shows
-    its box, cameras and silhouettes."""
+    the visual hull of its silhouettes instead."""
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{description} holds no samples")
@@ -162,8 +175,8 @@ def dataset_source(dataset: Any, description: str) -> ItemSource:
         voxels = parts["voxels"]
         title = f"{parts['name']}  ground truth"
         if voxels is None:
-            voxels = np.zeros((1, 1, 1), dtype=np.float32)
-            title = f"{parts['name']}  cameras and silhouettes (no voxels)"
+            voxels = _hull(parts)
+            title = f"{parts['name']}  visual hull of its {len(parts['cameras'])} silhouettes"
         return ViewItem(
             volume=voxels,
             box=parts["box"],
