@@ -320,3 +320,13 @@ def test_check_takes_the_box_from_the_flag_then_the_file_then_the_sample(data_di
     fixed = check(tmp_path / "moved.npz", data_dir, "chair_00000", tmp_path / "b",
                   run_diagnosis=False, box=p3.VolumeBox())  # fmt: skip
     assert fixed["box_source"] == "--box" and fixed["mean"]["iou"] > 0.85 > shifted
+
+
+def test_check_out_under_a_regular_file_is_a_clear_error(data_dir, tmp_path, capsys):
+    np.save(tmp_path / "v.npy", np.zeros((8, 8, 8), np.float32))
+    (tmp_path / "file").write_text("x")
+    code = main(["check", str(tmp_path / "v.npy"), "--data", data_dir, "--id", "chair_00000",
+                 "--out", str(tmp_path / "file" / "sub")])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file, not a folder" in err and "Traceback" not in err

@@ -238,6 +238,16 @@ def _table(result: CheckResult) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out_dir: Path) -> None:
+    """Refuse an ``--out`` that cannot become a folder (it, or a parent, is a file) before
+    any work is done."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"--out {out_dir}: {folder} is a file, not a folder")
+            return
+
+
 def check(
     volume_path: str | Path,
     data: str | Path,
@@ -253,6 +263,8 @@ def check(
 ) -> dict[str, Any]:
     """Check ``volume_path`` against object ``item_id`` of ``data``; write the report and
     the contact sheet to ``out`` (default ``check-<id>``) and return the report."""
+    out_dir = Path(out) if out is not None else Path(f"check-{item_id}")
+    _check_out(out_dir)
     sample = find_sample(data, item_id)
     volume, file_box, kind = load_volume(
         volume_path, sample, input_view=input_view, resolution=resolution
@@ -266,8 +278,12 @@ def check(
     diagnosis: Diagnosis | None = None
     if run_diagnosis:
         diagnosis = diagnose(volume, cameras, silhouettes, box, depth_samples, threshold=threshold)
-    out_dir = Path(out) if out is not None else Path(f"check-{item_id}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(
+            f"--out {out_dir}: cannot make the folder ({err.strerror or err})"
+        ) from err
     report: dict[str, Any] = {
         "volume": str(volume_path),
         "volume_kind": kind,
