@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format bench train clean
+.PHONY: setup test lint format bench train readme-figure clean
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,10 @@ train: setup
 	@resume=; if [ -f "$(RUN)/last.pt" ]; then resume=--resume; \
 	  echo "make train: $(RUN) holds a run: continuing it (make train RUN=runs/other starts a new one)"; fi; \
 	  OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS) $$resume
+
+# The README's picture, cut from the report of RUN (default runs/default: run `make train` first).
+readme-figure: setup
+	$(PY) scripts/readme_figure.py $(RUN) --out docs/report.png
 
 bench: setup
 	$(PY) benchmarks/bench_projection.py $(BENCH_ARGS)
