@@ -625,8 +625,8 @@ def import_capture(
         )
         if alpha is not None:
             rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
-        images.append(_resize(rgb, size))  # (h, w, 3)
-        masks.append(np.clip(_resize(sil, size), 0.0, 1.0))  # (h, w)
+        images.append(_to_uint8(_resize(rgb, size)))  # (h, w, 3) uint8: a quarter of float32
+        masks.append(_to_uint8(_resize(sil, size)))  # (h, w) uint8
         cams.append((scale_intrinsics(view.K, view.image_size, size), view.R, view.t))
         modes.append(mode)
         # a small copy for the box estimate (at most ~256 px on the long side)
@@ -634,7 +634,7 @@ def import_capture(
         small = (max(1, round(view.image_size[0] * f)), max(1, round(view.image_size[1] * f)))
         full_cams.append((scale_intrinsics(view.K, view.image_size, small), view.R, view.t))
         full_masks.append(_resize(sil, small))
-    empty = [v.name for v, m in zip(scene.views, masks) if m.max() <= 0.5]
+    empty = [v.name for v, m in zip(scene.views, masks) if m.max() <= 127]
     if len(empty) == len(masks):
         raise ValueError(
             f"every silhouette of scene {scene.name!r} is empty ({modes[0]}); check the masks, "
@@ -691,8 +691,8 @@ def import_capture(
         if any(view_splits):
             extra["view_splits"] = np.array([view_splits[i] for i in idx])
         arrays = encode_item(
-            images=torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2),
-            silhouettes=torch.from_numpy(np.stack([masks[i] for i in idx]))[:, None],
+            images=np.stack([images[i] for i in idx]).transpose(0, 3, 1, 2),  # (V, 3, h, w)
+            silhouettes=np.stack([masks[i] for i in idx])[:, None],  # (V, 1, h, w) uint8
             cameras=cameras,
             category=category,
             item_id=gid,
@@ -783,7 +783,7 @@ def capture_contact_sheet(
     yellow, so a wrong mask or box shows at a glance.
 
     Args:
-        images: ``(H, W, 3)`` in [0, 1]; masks: ``(H, W)`` in [0, 1]; cameras: ``(K, R, t)``
+        images: ``(H, W, 3)``, masks: ``(H, W)``: floats in [0, 1] or uint8; cameras: ``(K, R, t)``
             per view for that size.
         box: drawn when given.
         max_views: views shown (evenly spaced).
@@ -805,8 +805,8 @@ def capture_contact_sheet(
         corners = np.array([[(lo, hi)[a][0], (lo, hi)[b][1], (lo, hi)[c][2]]
                             for a in (0, 1) for b in (0, 1) for c in (0, 1)])  # fmt: skip
     for k, v in enumerate(pick):
-        img = images[v].astype(np.float64)
-        m = np.clip(masks[v].astype(np.float64), 0, 1)[..., None]
+        img = _as_unit(images[v])
+        m = np.clip(_as_unit(masks[v]), 0, 1)[..., None]
         tint = img * (0.35 + 0.65 * m) + m * np.array([0.0, 0.25, 0.0])
         edge = (m[..., 0] > 0.5) != (_erode1(m[..., 0] > 0.5))
         tint[edge] = (1.0, 0.1, 0.1)
@@ -827,6 +827,16 @@ def capture_contact_sheet(
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def _as_unit(array: np.ndarray) -> np.ndarray:
+    """float64 in [0, 1] of a uint8 (0..255) or float image."""
+    a = np.asarray(array)
+    return a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
 
 
 def _erode1(mask: np.ndarray) -> np.ndarray:

@@ -134,7 +134,10 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 # -- stored items (see persp3d.datasets.cache for the format) -------------------------------
 def _to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 in [0, 255] of values in [0, 1]; uint8 input is taken as already stored."""
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.dtype == np.uint8:
+        return a
     return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -154,7 +157,8 @@ def encode_item(
     """Arrays of one stored item (format of :mod:`persp3d.datasets.cache`).
 
     Args:
-        images: ``(V, 3, H, W)`` in [0, 1]; silhouettes: ``(V, 1, H, W)`` in [0, 1].
+        images: ``(V, 3, H, W)`` in [0, 1]; silhouettes: ``(V, 1, H, W)`` in [0, 1] (or
+            either as uint8 in [0, 255], stored as it is).
         cameras: batch shape ``(V,)``.
         voxels: resolution ``R`` -> ``(1, R, R, R)`` occupancy in [0, 1].
         depth: ``(V, 1, H, W)``.

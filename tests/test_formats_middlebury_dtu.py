@@ -196,3 +196,23 @@ def test_r2n2_object_malformed_metadata_names_file_and_line(tmp_path):
 
 def test_ball_fixture_is_off_origin():
     assert np.linalg.norm(BALL_CENTER) > 3 * BALL_RADIUS
+
+
+def test_estimate_up_is_exact_for_a_cap_of_views_looking_down():
+    """Cameras 50-70 degrees above the object over a 100-degree arc (DTU-like): their mean
+    up vector leans toward them; the direction normal to every image x axis does not."""
+    from _capture_helpers import look_at_np
+
+    up_true = np.array([0.3, 0.9, -0.2])
+    up_true /= np.linalg.norm(up_true)
+    a = np.cross(up_true, [1.0, 0, 0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up_true, a)
+    Rs = []
+    for az in np.radians(np.linspace(-50, 50, 7)):
+        for el in np.radians([50, 70]):
+            eye = 3 * (np.cos(el) * (np.cos(az) * a + np.sin(az) * b) + np.sin(el) * up_true)
+            Rs.append(look_at_np(eye, np.zeros(3), up=up_true)[0])
+    np.testing.assert_allclose(estimate_up(Rs), up_true, atol=1e-9)
+    mean_up = -np.mean([R[1] for R in Rs], axis=0)
+    assert mean_up @ up_true / np.linalg.norm(mean_up) < 0.95  # the naive estimate leans

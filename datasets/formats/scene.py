@@ -138,11 +138,16 @@ def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def estimate_up(rotations: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """The world's up direction seen by a set of cameras: the axis that their image "up"
-    (``-y`` of OpenCV camera axes, i.e. ``-R[1, :]`` in world coordinates) agrees with most.
+    """The world's up direction seen by a set of cameras.
 
-    Sign-robust: the principal eigenvector of ``sum_v u_v u_v^T`` is signed to agree with the
-    majority, so a few views rotated by 180 degrees in the image plane (Middlebury's
+    A camera held upright (no roll) has its image x axis horizontal, so the world's up is
+    the direction perpendicular to every camera's x axis (``R[0, :]`` in world
+    coordinates): the eigenvector of ``sum_v x_v x_v^T`` with the smallest eigenvalue. This
+    is exact for any upright rig (a ring, or a cap of views all looking down, where the
+    average of the cameras' up vectors would lean toward the cameras). When the x axes do
+    not span a plane (every view from one azimuth), the cameras' mean up direction
+    (``-R[1, :]``) is used instead. The sign is the one most cameras' up vectors agree
+    with, so a few views rotated by 180 degrees in the image plane (Middlebury's
     negative-latitude views) do not flip it.
 
     Args:
@@ -152,10 +157,14 @@ def estimate_up(rotations: np.ndarray | list[np.ndarray]) -> np.ndarray:
         ``(3,)`` unit vector in world coordinates.
     """
     R = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
-    ups = -R[:, 1, :]  # (V, 3) camera up in world coordinates
-    _, vecs = np.linalg.eigh(ups.T @ ups)
-    up = vecs[:, -1]
-    if np.sum(np.sign(ups @ up)) < 0:
+    rights = R[:, 0, :]  # (V, 3) image x axis in world coordinates
+    ups = -R[:, 1, :]  # (V, 3) image up in world coordinates
+    values, vecs = np.linalg.eigh(rights.T @ rights)  # ascending eigenvalues
+    if values[1] > 1e-3 * len(R):
+        up = vecs[:, 0]
+    else:
+        up = np.linalg.eigh(ups.T @ ups)[1][:, -1]
+    if np.sum(np.sign(np.round(ups @ up, 12))) < 0:
         up = -up
     return up / np.linalg.norm(up)
 
