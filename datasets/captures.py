@@ -653,7 +653,13 @@ def import_capture(
     elif scene.box is not None:
         vbox, box_source = _box_of(scene.box), "format"
     else:
-        center, side = estimate_box(full_cams, full_masks, points=scene.points, margin=margin)
+        seen = [i for i, m in enumerate(full_masks) if m.max() > 0.5]  # empty views carve all
+        center, side = estimate_box(
+            [full_cams[i] for i in seen],
+            [full_masks[i] for i in seen],
+            points=scene.points,
+            margin=margin,
+        )
         vbox, box_source = _box_of((center, side)), "estimated"
 
     # 3. the items
