@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 
+# Squared distances of float32 coordinates below this stay finite (3.4e38 is float32's max).
+_MAX_COORDINATE = 1e18
 _SLACK = 1e-4  # rounding allowed outside [0, 1] (trilinear weights, float16 storage)
 
 
@@ -231,7 +233,8 @@ def chamfer_distance(points_a: torch.Tensor, points_b: torch.Tensor) -> torch.Te
     Returns ``inf`` when exactly one set is empty and 0 when both are.
 
     Raises:
-        ValueError: a point set is not ``(N, 3)`` or holds NaN or infinite coordinates.
+        ValueError: a point set is not ``(N, 3)``, holds NaN or infinite coordinates, or
+            coordinates of 1e18 or more (their squared distances overflow float32).
     """
     for name, pts in (("points_a", points_a), ("points_b", points_b)):
         check_tensor(pts, name)
@@ -239,6 +242,11 @@ def chamfer_distance(points_a: torch.Tensor, points_b: torch.Tensor) -> torch.Te
             raise ValueError(f"{name} must be (N, 3); got shape {tuple(pts.shape)}")
         if not bool(torch.isfinite(pts.detach()).all()):
             raise ValueError(f"{name} holds NaN or infinite coordinates")
+        if len(pts) and float(pts.detach().abs().max()) >= _MAX_COORDINATE:
+            raise ValueError(
+                f"{name} has coordinates up to {float(pts.detach().abs().max()):.3g}; "
+                f"chamfer_distance works in float32 and needs |coordinates| < {_MAX_COORDINATE:.0e}"
+            )
     if len(points_a) == 0 or len(points_b) == 0:
         return torch.tensor(0.0 if len(points_a) == len(points_b) else float("inf"))
     from pytorch3d.loss import chamfer_distance as p3d_chamfer
