@@ -353,3 +353,13 @@ def test_colmap_import_with_mask_folder_and_points_for_the_box(tmp_path, capsys)
     assert sample["cameras"].image_size == (24, 32)
     assert box_holds_ball(sample["box"]) and sample["box"].size[0] < 2 * BALL_RADIUS * 1.5
     assert min(projected_iou(sample)) > 0.9  # 24 x 32 pixels: a ball of 5 px radius
+
+
+def test_cli_box_overrides_the_format_bounds(tmp_path, capsys):
+    write_dtu(tmp_path / "scan", make_rig(3))
+    code = main(["data", "import-views", str(tmp_path / "scan"), "--format", "dtu", "--out",
+                 str(tmp_path / "ds"), "--box", "0.7,-0.4,1.2,0.75", "--no-sheet"])  # fmt: skip
+    assert code == 0 and "box (given)" in capsys.readouterr().out
+    sample = MultiViewFolder(tmp_path / "ds", "all")[0]
+    assert sample["box"] == p3.VolumeBox((0.7, -0.4, 1.2), 0.75)
+    assert not (tmp_path / "ds" / "contact_sheet.png").exists()
