@@ -76,6 +76,43 @@ def test_voxels_projected_with_reader_cameras_match_png_alpha(layout):
         assert _iou(swapped > 0.5, gt) < 0.8
 
 
+def _blender_rig_camera(az: float, el: float, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and rotation (OpenCV axes) in ShapeNet's frame of the camera 3D-R2N2's
+    ``blender_renderer.py`` sets up, derived from its scene graph (yaw 0): the camera sits at
+    ``(1.75 * ratio, 0, 0)`` with Euler ``ZXY (0, 90, 90)`` degrees (looking down -x, +z up)
+    under a parent rotated by Euler ``XYZ (0, -el, -az)``; Blender's OBJ importer maps OBJ
+    ``(x, y, z)`` to Blender ``(x, -z, y)``."""
+
+    def rot(axis: int, deg: float) -> np.ndarray:
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        i, j = [(1, 2), (2, 0), (0, 1)][axis]
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+        return m
+
+    parent = rot(2, -az) @ rot(1, -el)  # XYZ Euler = Rz Ry Rx
+    local = rot(1, 90) @ rot(2, 90)  # ZXY Euler = Ry Rx Rz
+    center_b = parent @ np.array([1.75 * ratio, 0.0, 0.0])
+    forward_b = parent @ local @ np.array([0.0, 0.0, -1.0])
+    up_b = parent @ local @ np.array([0.0, 1.0, 0.0])
+    to_shapenet = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # Blender -> OBJ
+    center, forward, up = (to_shapenet @ v for v in (center_b, forward_b, up_b))
+    return center, np.stack([np.cross(forward, up), -up, forward])
+
+
+def test_rows_drawn_give_the_cameras_of_3d_r2n2_blender_rig(layout):
+    root, _ = layout
+    meta = root / "ShapeNetRendering" / "02958343" / layout_model_id(3, "car", 0) / "rendering"
+    rows = parse_rendering_metadata(meta / "rendering_metadata.txt")
+    cams = p3.r2n2_cameras(rows, (137, 137))
+    for v, (az, el, _yaw, ratio, _fov) in enumerate(rows):
+        center, R = _blender_rig_camera(az, el, ratio)
+        np.testing.assert_allclose(cams.centers[v].numpy(), center, atol=1e-5)
+        np.testing.assert_allclose(cams.R[v].numpy(), R, atol=1e-5)
+    # Blender's default 35 mm lens on a 32 mm sensor, principal point at the centre
+    np.testing.assert_allclose(cams.K[0, 0, 0].item(), 35 / 32 * 137, rtol=1e-6)
+
+
 def test_categories_by_name_and_synset_and_resume(layout, tmp_path):
     root, _ = layout
     assert R2N2(root, split="all", categories=["03001627"]).models == []
