@@ -257,3 +257,21 @@ def test_named_configs_are_found_and_load(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode != 0 and "named configs: default, r2n2-13, r2n2-chair" in out.stderr
+
+
+def test_mesh_folder_is_imported_once_on_first_use(tmp_path):
+    from tests._data_helpers import write_mesh_folder
+
+    meshes = write_mesh_folder(
+        tmp_path / "meshes", {"chair/a.obj": ("chair", 0), "mug/b.stl": ("mug", 1)}
+    )
+    assert infer_data_kind(meshes) == "meshes"
+    cfg = DataConfig(kind="meshes", root=str(meshes), cache=str(tmp_path / "cache"))
+    data = build_dataset(cfg, "all", progress=False)
+    assert sorted(it["category"] for it in data.items) == ["chair", "mug"]
+    sample = data[0]
+    assert sample["images"].shape[1:] == (3, 64, 64) and sample["voxels"].shape == (1, 32, 32, 32)
+    manifest = tmp_path / "cache" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    assert len(build_dataset(cfg, "all", progress=False)) == 2
+    assert manifest.stat().st_mtime_ns == stamp  # not imported again

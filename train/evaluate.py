@@ -51,10 +51,11 @@ R2N2_TABLE: tuple[tuple[str, str], ...] = (
     ("04530566", "watercraft"),
 )
 
-# Mean 3D IoU over the 13 categories, single-view training from silhouettes, as reported
-# (Kato et al., Neural 3D Mesh Renderer, CVPR 2018, Table 1: PTN as re-run by them, and NMR).
+# Mean 3D IoU over the 13 categories, single-view reconstruction trained from silhouettes,
+# as reported (the figures issue 15 quotes; per-category figures are left out because they
+# could not be checked against the papers here).
 PUBLISHED_R2N2: dict[str, dict[str, Any]] = {
-    "PTN (Yan et al. 2016), as reported by Kato et al. 2018": {"mean": 0.5736},
+    "PTN (Yan et al. 2016)": {"mean": 0.5736},
     "NMR (Kato et al. 2018)": {"mean": 0.6031},
 }
 
@@ -112,7 +113,7 @@ def _collate(batch):
     return out
 
 
-def _batches(dataset, n: int, workers: int, batch: int = 16):
+def _batches(dataset, n: int, workers: int, batch: int = 16, desc: str | None = None):
     loader = torch.utils.data.DataLoader(
         _EvalItems(dataset, n),
         batch_size=batch,
@@ -121,7 +122,15 @@ def _batches(dataset, n: int, workers: int, batch: int = 16):
         collate_fn=_collate,
         persistent_workers=False,
     )
-    yield from loader
+    if desc is None:
+        yield from loader
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=n, desc=desc, unit="obj", dynamic_ncols=True) as bar:
+        for b in loader:
+            yield b
+            bar.update(len(b["index"]))
 
 
 def _at_resolution(occ: torch.Tensor, size) -> torch.Tensor:
@@ -149,6 +158,7 @@ def evaluate(
     depth_samples: int | None = None,
     protocol: str = "default",
     workers: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate a run or checkpoint; returns the report (also written to ``out``).
 
@@ -161,6 +171,7 @@ def evaluate(
         depth_samples: samples per ray of the silhouette projection (default the run's).
         protocol: ``default`` or ``r2n2`` (adds the 13-category table of the papers).
         workers: data worker processes (default ``data.workers`` of the run).
+        progress: show progress bars (on stderr).
     """
     from persp3d.train.data import build_dataset, infer_data_kind
 
@@ -188,7 +199,9 @@ def evaluate(
 
     # the threshold, chosen on val
     sums = dict.fromkeys(THRESHOLDS, 0.0)
-    for batch in _batches(val_set, n_val, workers):
+    for batch in _batches(
+        val_set, n_val, workers, desc="eval: val (threshold)" if progress else None
+    ):
         if "voxels" not in batch:
             raise ValueError("evaluation needs ground-truth voxels in the dataset")
         occ = _at_resolution(_predict_batch(pipeline, batch), batch["voxels"].shape[-3:])
@@ -198,7 +211,7 @@ def evaluate(
     threshold = max(sweep, key=sweep.get)
 
     rows = []
-    for batch in _batches(test_set, n_test, workers):
+    for batch in _batches(test_set, n_test, workers, desc=f"eval: {split}" if progress else None):
         if "voxels" not in batch:
             raise ValueError("evaluation needs ground-truth voxels in the dataset")
         occ = _at_resolution(_predict_batch(pipeline, batch), batch["voxels"].shape[-3:])
@@ -410,6 +423,7 @@ def run(args: argparse.Namespace) -> int:
         args.depth_samples,
         getattr(args, "protocol", "default"),
         getattr(args, "workers", None),
+        progress=True,
     )
     print(json.dumps({"threshold": report["threshold"], **report["overall"]}, indent=2))
     if "r2n2" in report:
