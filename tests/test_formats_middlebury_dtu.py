@@ -216,3 +216,10 @@ def test_estimate_up_is_exact_for_a_cap_of_views_looking_down():
     np.testing.assert_allclose(estimate_up(Rs), up_true, atol=1e-9)
     mean_up = -np.mean([R[1] for R in Rs], axis=0)
     assert mean_up @ up_true / np.linalg.norm(mean_up) < 0.95  # the naive estimate leans
+
+
+def test_dtu_reads_neus_cameras_sphere_npz(tmp_path):
+    rig = make_rig(2)
+    root = write_dtu(tmp_path / "neus", rig)
+    (root / "cameras.npz").rename(root / "cameras_sphere.npz")
+    assert_same_projection(read_dtu(root), rig)

@@ -55,15 +55,16 @@ def _images(folder: Path) -> list[Path]:
 def read_dtu(
     scan_dir: str | os.PathLike,
     *,
-    cameras_file: str = "cameras.npz",
+    cameras_file: str | None = None,
     integer_pixel_centers: bool = True,
 ) -> CaptureScene:
     """Read a DTU / IDR scan folder.
 
     Args:
         scan_dir: the folder with ``image/``, ``cameras.npz`` and optionally ``mask/``.
-        cameras_file: the cameras' file name in ``scan_dir`` (IDR also ships
-            ``cameras_linear_init.npz``).
+        cameras_file: the cameras' file name in ``scan_dir``; default ``cameras.npz``
+            (IDR, VolSDF), else ``cameras_sphere.npz`` (NeuS, same keys and conventions).
+            IDR also ships ``cameras_linear_init.npz``.
         integer_pixel_centers: ``K`` puts pixel centres at integers, as IDR's ray casting
             does (default): ``0.5`` is added to ``cx, cy``.
 
@@ -80,6 +81,10 @@ def read_dtu(
     """
     root = Path(scan_dir)
     image_dir = root / "image"
+    if cameras_file is None:
+        cameras_file = "cameras.npz"
+        if not (root / cameras_file).is_file() and (root / "cameras_sphere.npz").is_file():
+            cameras_file = "cameras_sphere.npz"
     cam_path = root / cameras_file
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: no image folder (IDR/DTU layout: image/, mask/)")
