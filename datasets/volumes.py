@@ -29,17 +29,22 @@ Convention:
     ``VolumeBox()``; :func:`save_volume` refuses ``.npy`` (it cannot hold the box).
 
     ``.binvox`` (Patrick Min's format; ShapeNetVox32): voxels above ``threshold``,
-    ``dim R R R``, and the header's normalisation: per binvox's documentation ``scale`` is
-    the side of the voxel cube and ``translate`` the bounding-box minimum of the voxelised
-    model. The cube is placed so that the model's bounding box (the occupied voxels) starts
-    at ``translate``: with ``a`` the index of the first occupied cell along an axis, the cube
-    spans ``[translate - a * scale / R, translate - a * scale / R + scale]``. That is binvox's
-    own output (the model at the cube's minimum corner, ``a = 0``: the cube starts at
-    ``translate``) and ShapeNetVox32's (the cube of side ``scale`` centred on the model,
-    whose minimum is ``translate``) alike; the writer writes ``translate`` = the occupied
-    cells' minimum corner and ``scale`` = the box side, so a volume comes back in its own
-    box. ``persp3d.datasets.r2n2`` puts ShapeNetVox32's cube at the origin, which for
-    ShapeNet v1 models (centred at the origin) is the same place to within half a voxel.
+    ``dim R R R`` and the header's normalisation. Per binvox's documentation ``scale`` is the
+    side of the voxel cube and ``translate`` the minimum of the voxelised model's bounding
+    box (binvox's own output puts the model at the cube's minimum corner; ShapeNetVox32
+    centres it in a cube of side ``scale``, DESIGN.md). So the cube is placed where the
+    voxels put the model's minimum at ``translate``: along each axis with occupied cells
+    ``a .. b``, the model starts ``o`` voxels into the cube, with ``o = (a + R - 1 - b) / 2``
+    when the cells are centred to within a voxel (ShapeNetVox32) and ``o = a`` otherwise;
+    the cube spans ``[translate - o * scale / R, translate - o * scale / R + scale]``
+    (:func:`_model_offset`). This is exact for files this module writes (it writes
+    ``translate = box.min + o * scale / R``, ``scale`` = the box side, so a volume comes back
+    in its own box), within half a voxel for ShapeNetVox32 and binvox files, and checked by
+    projecting ShapeNetVox32-style files onto their renders. A reader that takes
+    ``translate`` for the cube's corner (binvox-rw-py, trimesh) misplaces ShapeNetVox32
+    files and these alike, by ``o`` voxels. ``persp3d.datasets.r2n2`` puts ShapeNetVox32's
+    cube at the origin (ShapeNet v1 centres its models there), which agrees with this
+    reading to within half a voxel.
 
     Meshes (``.obj .off .ply .stl .glb .gltf``): voxelised by
     :func:`persp3d.datasets.voxelize.voxelize_mesh` in ``VolumeBox()`` when the mesh fits it,
@@ -318,8 +323,8 @@ def _save_binvox(path: Path, occ: np.ndarray, box: VolumeBox, threshold: float) 
         raise ValueError(f"{path}: binvox needs a cubic box (one scale); got size {box.size}")
     grid = occ > threshold  # (D, H, W)
     R, side = occ.shape[0], float(box.size[0])
-    first = _first_occupied(grid)  # (x, y, z) cell index of the model's minimum
-    translate = tuple(float(m + a * side / R) for m, a in zip(box.min, first))
+    offset = _model_offset(grid) * side / R  # (x, y, z) model minimum - cube minimum
+    translate = tuple(float(m + o) for m, o in zip(box.min, offset))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -331,15 +336,27 @@ def _save_binvox(path: Path, occ: np.ndarray, box: VolumeBox, threshold: float) 
     return path
 
 
-def _first_occupied(grid: np.ndarray) -> tuple[int, int, int]:
-    """``(x, y, z)`` index of the first occupied cell along each axis of a ``(D, H, W)``
-    bool grid (0 where nothing is occupied)."""
+def _model_offset(grid: np.ndarray) -> np.ndarray:
+    """``(3,)`` ``(x, y, z)`` where the voxelised model's bounding box starts in a ``(R, R, R)``
+    bool grid, in voxels from the cube's minimum face: the reading of a binvox header.
+
+    Along each axis with occupied cells ``a .. b``, the model's minimum lies within half a
+    voxel of ``a`` (cells are set where the model covers their centre). When the occupied
+    cells are centred in the cube to within a voxel (``|a - (R - 1 - b)| <= 1``, as
+    ShapeNetVox32 centres its models) the model is taken as centred: ``(a + R - 1 - b) / 2``;
+    else (binvox's own output, the model at the cube's minimum corner) ``a``. An empty grid
+    gives 0.
+    """
+    R = grid.shape[0]
+    offset = np.zeros(3)
     if not grid.any():
-        return (0, 0, 0)
-    k = int(np.flatnonzero(grid.any(axis=(1, 2)))[0])
-    j = int(np.flatnonzero(grid.any(axis=(0, 2)))[0])
-    i = int(np.flatnonzero(grid.any(axis=(0, 1)))[0])
-    return (i, j, k)
+        return offset
+    for n, axis in enumerate((2, 1, 0)):  # x, y, z
+        other = tuple(x for x in range(3) if x != axis)
+        cells = np.flatnonzero(grid.any(axis=other))
+        a, mirrored = int(cells[0]), R - 1 - int(cells[-1])
+        offset[n] = (a + mirrored) / 2 if abs(a - mirrored) <= 1 else a
+    return offset
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -514,8 +531,7 @@ def _load_binvox(path: Path) -> VolumeFile:
         )
     grid = np.ascontiguousarray(binvox_to_volume(vox.data))  # (D, H, W) bool
     R, side = grid.shape[0], float(vox.scale)
-    first = np.asarray(_first_occupied(grid), dtype=np.float64)  # (x, y, z)
-    box_min = np.asarray(vox.translate, dtype=np.float64) - first * side / R
+    box_min = np.asarray(vox.translate, dtype=np.float64) - _model_offset(grid) * side / R
     box = VolumeBox((box_min + side / 2).tolist(), side)
     meta = {
         "format": "binvox",
