@@ -41,8 +41,8 @@ Convention:
     ``translate = box.min + o * scale / R``, ``scale`` = the box side, so a volume comes back
     in its own box), within half a voxel for ShapeNetVox32 and binvox files, and checked by
     projecting ShapeNetVox32-style files onto their renders. A reader that takes
-    ``translate`` for the cube's corner (binvox-rw-py, trimesh) misplaces ShapeNetVox32
-    files and these alike, by ``o`` voxels. ``persp3d.datasets.r2n2`` puts ShapeNetVox32's
+    ``translate`` for the cube's corner misplaces ShapeNetVox32 files and these alike, by
+    ``o`` voxels. ``persp3d.datasets.r2n2`` puts ShapeNetVox32's
     cube at the origin (ShapeNet v1 centres its models there), which agrees with this
     reading to within half a voxel.
 
