@@ -363,3 +363,18 @@ def test_cli_box_overrides_the_format_bounds(tmp_path, capsys):
     sample = MultiViewFolder(tmp_path / "ds", "all")[0]
     assert sample["box"] == p3.VolumeBox((0.7, -0.4, 1.2), 0.75)
     assert not (tmp_path / "ds" / "contact_sheet.png").exists()
+
+
+def test_items_without_box_decode_as_before_and_boxes_must_be_cubes():
+    from persp3d.datasets.sample import decode_item, encode_item
+
+    cams = p3.orbit_cameras(n_views=2, image_size=(8, 8))
+    kwargs = {"images": torch.rand(2, 3, 8, 8), "silhouettes": torch.rand(2, 1, 8, 8),
+              "cameras": cams, "category": "c", "item_id": "i"}  # fmt: skip
+    plain = decode_item(encode_item(**kwargs))
+    assert "box" not in plain and "up" not in plain
+    both = decode_item(encode_item(**kwargs, box=p3.VolumeBox((1, 2, 3), 0.5), up=(0, 0, 2)))
+    assert both["box"] == p3.VolumeBox((1, 2, 3), 0.5)
+    np.testing.assert_allclose(both["up"].numpy(), [0, 0, 1])
+    with pytest.raises(ValueError, match="box must be a cube"):
+        encode_item(**kwargs, box=p3.VolumeBox((0, 0, 0), (1, 2, 1)))
