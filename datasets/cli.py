@@ -291,6 +291,15 @@ def _make(args: argparse.Namespace) -> int:
 def _make_r2n2_layout(args: argparse.Namespace) -> int:
     from persp3d.datasets.r2n2_layout import write_r2n2_layout
 
+    fixed = {"image_size": 64, "elevation": None, "elevation_range": None, "jitter": 0.0,
+             "distance": 2.0, "fov": 40.0}  # fmt: skip
+    given = [k for k, default in fixed.items() if getattr(args, k) != default]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(
+            f"{flags}: not used by r2n2-layout (3D-R2N2's layout fixes 137 x 137 images and "
+            "draws its viewpoints as 3D-R2N2 did)"
+        )
     info = write_r2n2_layout(
         args.out,
         args.categories,

@@ -152,3 +152,6 @@ def test_cli_make_r2n2_layout(tmp_path, capsys):
     assert "1 objects in 3D-R2N2's layout" in capsys.readouterr().out
     sample = R2N2(out, split="all", categories=["bottle"])[0]
     assert sample["images"].shape == (3, 3, 137, 137) and sample["voxels"].shape == (1, 32, 32, 32)
+    bad = ["data", "make", "r2n2-layout", "--out", str(tmp_path / "b"), "--fov", "30"]
+    assert main(bad) == 1
+    assert "--fov: not used by r2n2-layout" in capsys.readouterr().err
