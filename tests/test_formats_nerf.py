@@ -242,3 +242,17 @@ def test_unreadable_or_absent_files(tmp_path):
     (tmp_path / "gone" / "r_0.png").unlink()
     with pytest.warns(DataWarning), pytest.raises(FileNotFoundError, match="none of the 1 frames"):
         read_nerf(path)
+
+
+def test_single_transforms_json_up_is_estimated_unless_near_z(tmp_path):
+    M = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # world z -> y: a y-up capture
+    for name, rot in (("z_up", np.eye(3)), ("y_up", M)):
+        frames = []
+        for k, (R, t, eye) in enumerate(true_views(5)):
+            write_rgba(tmp_path / name / f"{k}.png", sphere_mask(K_OFF, R, t))
+            c2w = c2w_opengl(R @ rot.T, rot @ eye)
+            frames.append({"file_path": f"{k}.png", "transform_matrix": c2w.tolist()})
+        meta = {"fl_x": 44.0, "fl_y": 41.0, "cx": 26.3, "cy": 13.7, "frames": frames}
+        (tmp_path / name / "transforms.json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(read_nerf(tmp_path / "z_up").up, [0.0, 0.0, 1.0])
+    assert read_nerf(tmp_path / "y_up").up @ np.array([0.0, 1.0, 0.0]) > 0.95

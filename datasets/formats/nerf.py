@@ -11,7 +11,8 @@ The format (read from the NeRF-synthetic files, nerfstudio's "Data conventions" 
   NeRF-synthetic writes it without extension, ``"./train/r_0"`` for ``train/r_0.png``) and
   ``transform_matrix``, the 4 x 4 **camera-to-world** matrix with **OpenGL camera axes** (+x
   right, +y up, looking down -z), as Blender writes it. nerfstudio frames may also hold
-  ``mask_path`` (white = object), which becomes :attr:`CaptureView.mask_path`.
+  ``mask_path`` (nerfstudio: white = pixels to use, black = pixels to ignore; for an
+  object capture, the object's mask), which becomes :attr:`CaptureView.mask_path`.
 - Intrinsics, at the top level or per frame (a frame's value wins), either
   ``camera_angle_x`` (NeRF-synthetic: the horizontal field of view in radians;
   ``fx = fy = W / (2 tan(camera_angle_x / 2))``, principal point at the image centre;
@@ -28,8 +29,12 @@ The format (read from the NeRF-synthetic files, nerfstudio's "Data conventions" 
   equirectangular captures, or nonzero distortion, are refused with an error naming the
   file, the frame and the field (undistort the images first, e.g. with COLMAP's
   ``image_undistorter``).
-- World: NeRF-synthetic scenes are z-up, as are nerfstudio's and instant-ngp's worlds, so
-  :attr:`CaptureScene.up` is ``(0, 0, 1)``. Units are the scene's own.
+- World: NeRF-synthetic scenes are z-up, so with split files :attr:`CaptureScene.up` is
+  ``(0, 0, 1)``. A single ``transforms.json`` (nerfstudio, instant-ngp) is meant z-up too,
+  but nerfstudio orients its worlds only when it loads them (``ns-process-data`` keeps
+  COLMAP's arbitrary world): there the up axis is estimated from the cameras
+  (:func:`~persp3d.datasets.formats.scene.estimate_up`) and snapped to ``(0, 0, 1)`` when
+  within 30 degrees of it. Units are the scene's own.
 - Images: the size is read from each image file. When ``w``, ``h`` are given and the file
   has another size (a downscaled copy), the intrinsics are scaled to the file (rows of ``K``
   by ``W / w`` and ``H / h``, exact in the pixel-edge convention). Frames whose image is
@@ -57,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from persp3d.datasets.formats.scene import CaptureScene, CaptureView, image_size_of
+from persp3d.datasets.formats.scene import CaptureScene, CaptureView, estimate_up, image_size_of
 
 __all__ = ["NERF_SPLITS", "opengl_c2w_to_opencv", "read_nerf"]
 
@@ -332,7 +337,12 @@ def read_nerf(root: str | os.PathLike, splits: Sequence[str] = NERF_SPLITS) -> C
         for name, r in zip(names, records)
     ]
     name = (root.parent if root.is_file() else root).resolve().name
-    return CaptureScene(name=name, source="nerf", views=views, up=np.array([0.0, 0.0, 1.0]))
+    z_up = np.array([0.0, 0.0, 1.0])
+    up = z_up
+    if all(r["split"] is None for r in records):  # transforms.json: not necessarily z-up
+        estimate = estimate_up([v.R for v in views])
+        up = z_up if estimate @ z_up > math.cos(math.radians(30.0)) else estimate
+    return CaptureScene(name=name, source="nerf", views=views, up=up)
 
 
 def _view_names(records: list[dict[str, Any]], folder: Path) -> list[str]:
