@@ -94,6 +94,10 @@ def test_batches_are_the_same_from_disk_memory_and_workers(tiny_data):
     cfg = DataConfig(root=str(tiny_data), kind="folder", voxel_resolution=16)
     disk = build_dataset(cfg, "train", progress=False)
     memory = InMemorySplit.from_dataset(disk)
+    memory_by_workers = InMemorySplit.from_dataset(disk, workers=2)
+    assert (
+        torch.equal(memory.images, memory_by_workers.images) and memory.ids == memory_by_workers.ids
+    )
 
     def batches(dataset, workers, start=0):
         samples = StepSamples(

@@ -266,3 +266,14 @@ def test_max_minutes_alone_lifts_the_step_limit():
     assert timed.max_minutes == 20.0 and timed.max_steps > 10**9
     assert resolved("--max-minutes", "20", "--max-steps", "50").max_steps == 50
     assert resolved("--max-minutes", "20", "--set", "train.max_steps=70").max_steps == 70
+
+
+def test_progress_shows_elapsed_and_remaining_of_the_time_budget():
+    from persp3d.train.trainer import progress_text
+
+    fraction, text = progress_text(elapsed=300, step=900, max_steps=2**62, max_minutes=20)
+    assert fraction == pytest.approx(0.25) and text == "05:00 / 20:00, 15:00 left"
+    # a step limit nearer than the time budget decides: 10 s/step, 50 steps to go
+    fraction, text = progress_text(elapsed=100, step=10, max_steps=60, max_minutes=20)
+    assert fraction == pytest.approx(10 / 60) and text == "01:40 / 10:00, 08:20 left"
+    assert progress_text(75, 3, 2**62, 0)[1] == "01:15 elapsed"

@@ -328,13 +328,28 @@ class InMemorySplit(torch.utils.data.Dataset):
 
     @classmethod
     def from_dataset(
-        cls, dataset, limit: int | None = None, say=None, what: str = "split"
+        cls, dataset, limit: int | None = None, say=None, what: str = "split", workers: int = 0
     ) -> InMemorySplit:
+        """The first ``limit`` samples of ``dataset`` (all by default), read by ``workers``
+        processes (0: this one); ``say`` reports progress every 500 objects."""
         n = len(dataset) if limit is None else min(int(limit), len(dataset))
         if n == 0:
             raise ValueError(f"{dataset!r} holds no samples")
+        samples = iter(range(n))
+        if workers > 0 and n > 1:
+            samples = iter(
+                torch.utils.data.DataLoader(
+                    torch.utils.data.Subset(dataset, range(n)),
+                    batch_size=None,
+                    num_workers=int(workers),
+                    worker_init_fn=_worker_init,
+                )
+            )
         to8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-        first = dataset[0]
+        read = (
+            (lambda: next(samples)) if workers > 0 and n > 1 else (lambda: dataset[next(samples)])
+        )
+        first = read()
         V, _, H, W = first["images"].shape
         images = torch.empty((n, V, 3, H, W), dtype=torch.uint8)
         sils = torch.empty((n, V, 1, H, W), dtype=torch.uint8)
@@ -346,7 +361,7 @@ class InMemorySplit(torch.utils.data.Dataset):
             voxels = torch.empty((n, *first["voxels"].shape), dtype=torch.uint8)
         cats, ids = [], []
         for i in range(n):
-            s = first if i == 0 else dataset[i]
+            s = first if i == 0 else read()
             images[i], sils[i] = to8(s["images"]), to8(s["silhouettes"])
             cams = s["cameras"]
             K[i], R[i], t[i] = cams.K.float(), cams.R.float(), cams.t.float()

@@ -177,12 +177,14 @@ class Trainer:
         self.in_memory, why = choose_in_memory(data, train_set)
         if self.in_memory:
             self.say(f"data: reading the training split into memory ({why})")
-            train_set = InMemorySplit.from_dataset(train_set, say=self.say, what="training split")
+            train_set = InMemorySplit.from_dataset(
+                train_set, say=self.say, what="training split", workers=data.workers
+            )
         else:
             self.say(f"data: streaming the training split from disk ({why})")
         self.train_data = train_set
         self.say(f"data: reading {min(cfg.val_objects, len(val_set))} validation objects")
-        self.val_data = InMemorySplit.from_dataset(val_set, cfg.val_objects)
+        self.val_data = InMemorySplit.from_dataset(val_set, cfg.val_objects, workers=data.workers)
         self.samples = StepSamples(
             train_set,
             seed=cfg.seed,
