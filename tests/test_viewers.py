@@ -282,6 +282,18 @@ def test_capture_sample_is_shown_in_its_box_upright_with_its_visual_hull():
     assert 0.01 < hull.mean() < 0.3 and heights.max() < 0.7
 
 
+def test_volume_file_without_up_stands_upright_on_its_cameras(tmp_path):
+    from persp3d.datasets.volumes import save_volume
+
+    box = p3.VolumeBox((0.4, -0.3, 0.7), 2.0)
+    up = np.array([0.0, 0.6, 0.8])  # tilted, as a COLMAP world can be
+    save_volume(tmp_path / "fit.npz", snowman(box, 16, up), box, cameras=_ring(box.center, 6.0, up))
+    item = sources.open_source(tmp_path / "fit.npz")[0]
+    np.testing.assert_allclose(item.up, up, atol=1e-5)
+    save_volume(tmp_path / "plain.npz", snowman(box, 16, up), box)
+    assert sources.open_source(tmp_path / "plain.npz")[0].up is None  # persp3d's +y
+
+
 def test_up_frame_is_the_identity_for_y_and_a_rotation_taking_y_to_up():
     np.testing.assert_allclose(scene.up_frame((0, 1, 0)), np.eye(3), atol=1e-12)
     for up in [(0, 0, 1), (1, 0, 0), (0, -1, 0), (0.3, -0.2, 0.9)]:

@@ -82,8 +82,11 @@ def _single(item: ViewItem, key: str, description: str) -> ItemSource:
 def load_volume_item(path: str | os.PathLike, logits: bool = False) -> ViewItem:
     """A volume file as an item, read by :func:`persp3d.datasets.volumes.load_volume`
     (``.npz`` with its box and, when the file has them, its cameras and up direction;
-    ``.npy``, ``.binvox``, a ``.pt`` tensor). With ``logits`` the file's array holds
-    log-odds and is passed through a sigmoid.
+    ``.npy``, ``.binvox``, a ``.pt`` tensor). A file with cameras but no ``up`` is stood
+    upright in the direction its cameras agree is up
+    (:func:`persp3d.datasets.formats.scene.estimate_up`: upright cameras have horizontal
+    image x axes). With ``logits`` the file's array holds log-odds and is passed through a
+    sigmoid.
 
     Raises:
         ValueError: the file is unreadable or holds no ``(D, H, W)`` volume (the message
@@ -93,12 +96,19 @@ def load_volume_item(path: str | os.PathLike, logits: bool = False) -> ViewItem:
 
     path = Path(path)
     vf = load_volume(path, logits=logits)
+    up = vf.up
+    if up is None and vf.cameras is not None:
+        from persp3d.datasets.formats.scene import estimate_up
+
+        up = estimate_up(
+            vf.cameras.R.detach().double().expand(*vf.cameras.batch_shape, 3, 3).numpy()
+        )
     try:
         return ViewItem(
             volume=vf.occupancy,
             box=vf.box,
             cameras=vf.cameras,
-            up=None if vf.up is None else tuple(vf.up),
+            up=None if up is None else tuple(float(u) for u in up),
             title=path.name + ("  with its cameras" if vf.cameras is not None else ""),
         )
     except ValueError as err:
