@@ -292,6 +292,12 @@ def test_volume_file_without_up_stands_upright_on_its_cameras(tmp_path):
     np.testing.assert_allclose(item.up, up, atol=1e-5)
     save_volume(tmp_path / "plain.npz", snowman(box, 16, up), box)
     assert sources.open_source(tmp_path / "plain.npz")[0].up is None  # persp3d's +y
+    # persp3d view of a fit's volume.npz shows its cameras
+    code = main(["view", str(tmp_path / "fit.npz"), "--html", str(tmp_path / "fit.html")])
+    assert code == 0
+    payload = _payload((tmp_path / "fit.html").read_text())
+    assert payload["has_cameras"] and any(ln["role"] == "cameras" for ln in payload["lines"])
+    np.testing.assert_allclose(np.asarray(payload["view"]["frame"])[:, 1], up, atol=1e-5)
 
 
 def test_up_frame_is_the_identity_for_y_and_a_rotation_taking_y_to_up():
