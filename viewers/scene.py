@@ -639,8 +639,11 @@ def _selected_views(item: ViewItem, options: ViewOptions) -> list[int]:
 
 def ground_truth_offset(item: ViewItem, options: ViewOptions) -> np.ndarray:
     """``(3,)`` world translation of the ground truth drawn beside the prediction: to the
-    prediction's -x side, ``ground_truth_gap`` box widths away."""
-    return np.array([-(1.0 + options.ground_truth_gap) * item.box.size[0], 0.0, 0.0])
+    prediction's -x side (the -x of the item's up frame, :func:`up_frame`, so it stays
+    level beside it), ``ground_truth_gap`` box widths away."""
+    side = up_frame(item.up)[:, 0] if item.up is not None else np.array([1.0, 0.0, 0.0])
+    width = float(np.abs(side) @ np.asarray(item.box.size))
+    return -(1.0 + options.ground_truth_gap) * width * side
 
 
 def _surface(volume, box, threshold, offset, color, name) -> TriangleMesh:
