@@ -295,3 +295,50 @@ def test_missing_model_or_images(tmp_path):
     (tmp_path / "ws" / "images" / "IMG_0000.png").unlink()
     with pytest.warns(DataWarning), pytest.raises(FileNotFoundError, match="none of the 1 images"):
         read_colmap(tmp_path / "ws")
+
+
+def test_the_documented_text_example_parses(tmp_path):
+    """The example lines of COLMAP's "Output Format" page, as printed there."""
+    model = tmp_path / "sparse"
+    model.mkdir()
+    (model / "cameras.txt").write_text(
+        "# Camera list with one line of data per camera:\n"
+        "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
+        "# Number of cameras: 3\n"
+        "1 SIMPLE_PINHOLE 3072 2304 2559.81 1536 1152\n"
+        "2 PINHOLE 3072 2304 2560.56 2560.56 1536 1152\n"
+        "3 SIMPLE_RADIAL 3072 2304 2559.69 1536 1152 -0.0218531\n"
+    )
+    (model / "images.txt").write_text(
+        "# Image list with two lines of data per image:\n"
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)\n"
+        "# Number of images: 2, mean observations per image: 2\n"
+        "1 0.851773 0.0165051 0.503764 -0.142941 -0.737434 1.02973 3.74354 1 P1180141.JPG\n"
+        "2362.39 248.498 58396 1784.7 268.254 59027 1784.7 268.254 -1\n"
+        "2 0.851773 0.0165051 0.503764 -0.142941 -0.737434 1.02973 3.74354 1 P1180142.JPG\n"
+        "1190.83 663.957 23056 1258.77 640.354 59070\n"
+    )
+    (model / "points3D.txt").write_text(
+        "# 3D point list with one line of data per point:\n"
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
+        "# Number of points: 3, mean track length: 3.3334\n"
+        "63390 1.67241 0.292931 0.609726 115 121 122 1.33927 16 6542 15 7345 6 6714 14 7227\n"
+        "63376 2.01848 0.108877 -0.0260841 102 209 250 1.73449 16 6519 15 7322 14 7212 8 3991\n"
+        "63371 1.71102 0.28566 0.53475 245 251 249 0.612829 118 4140 117 4473\n"
+    )
+    (tmp_path / "images").mkdir()
+    for name in ("P1180141.JPG", "P1180142.JPG"):
+        Image.new("L", (3072, 2304)).save(tmp_path / "images" / name, format="PNG")
+    scene = read_colmap(model)
+    assert [v.name for v in scene.views] == ["P1180141", "P1180142"]
+    np.testing.assert_allclose(
+        scene.views[0].K, [[2559.81, 0, 1536], [0, 2559.81, 1152], [0, 0, 1]]
+    )
+    q = np.array([0.851773, 0.0165051, 0.503764, -0.142941])
+    x, y, z, w = (*q[1:], q[0])
+    np.testing.assert_allclose(
+        scene.views[0].R, Rotation.from_quat([x, y, z, w]).as_matrix(), atol=1e-12
+    )
+    np.testing.assert_allclose(scene.views[0].t, [-0.737434, 1.02973, 3.74354])
+    assert scene.points.shape == (3, 3) and scene.points[2, 2] == pytest.approx(0.53475)

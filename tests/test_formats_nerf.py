@@ -256,3 +256,38 @@ def test_single_transforms_json_up_is_estimated_unless_near_z(tmp_path):
         (tmp_path / name / "transforms.json").write_text(json.dumps(meta))
     np.testing.assert_array_equal(read_nerf(tmp_path / "z_up").up, [0.0, 0.0, 1.0])
     assert read_nerf(tmp_path / "y_up").up @ np.array([0.0, 1.0, 0.0]) > 0.95
+
+
+# Two frames of NeRF-synthetic's ficus ``transforms_train.json`` (camera_angle_x and the
+# first two transform_matrix values, as published): the Blender cameras look at the origin,
+# upright in the z-up world.
+FICUS_ANGLE = 0.6911112070083618
+FICUS_FRAMES = [
+    [[-0.9903792142868042, -0.023305540904402733, 0.13640420138835907, 0.5498628616333008],
+     [0.13838082551956177, -0.16679565608501434, 0.976232647895813, 3.935319185256958],
+     [-1.862645371275562e-09, 0.9857159852981567, 0.16841599345207214, 0.6789065003395081],
+     [0.0, 0.0, 0.0, 1.0]],
+    [[0.9947428703308105, 0.014273494482040405, -0.10140512883663177, -0.4087770879268646],
+     [-0.10240474343299866, 0.13865038752555847, -0.9850327372550964, -3.9707934856414795],
+     [9.313225746154785e-10, 0.9902384877204895, 0.13938315212726593, 0.5618714094161987],
+     [0.0, 0.0, 0.0, 1.0]],
+]  # fmt: skip
+
+
+def test_real_nerf_synthetic_poses_look_at_the_origin_upright(tmp_path):
+    frames = [
+        {"file_path": f"./train/r_{k}", "transform_matrix": m} for k, m in enumerate(FICUS_FRAMES)
+    ]
+    (tmp_path / "train").mkdir()
+    for k in range(2):
+        Image.new("RGBA", (800, 800)).save(tmp_path / "train" / f"r_{k}.png")
+    meta = {"camera_angle_x": FICUS_ANGLE, "frames": frames}
+    (tmp_path / "transforms_train.json").write_text(json.dumps(meta))
+    scene = read_nerf(tmp_path, splits=("train",))
+    for view in scene.views:
+        assert view.image_size == (800, 800)
+        assert view.K[0, 0] == pytest.approx(1111.111, abs=1e-2)  # the published focal length
+        uv = project_np(view.K, view.R, view.t, np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.5]]))
+        np.testing.assert_allclose(uv[0], [400.0, 400.0], atol=0.5)  # origin at the centre
+        assert uv[1, 1] < uv[0, 1] - 50 and abs(uv[1, 0] - uv[0, 0]) < 5  # +z straight up
+        assert (view.R @ np.zeros(3) + view.t)[2] > 3.5  # in front, about 4 units away
