@@ -342,3 +342,18 @@ def test_the_documented_text_example_parses(tmp_path):
     )
     np.testing.assert_allclose(scene.views[0].t, [-0.737434, 1.02973, 3.74354])
     assert scene.points.shape == (3, 3) and scene.points[2, 2] == pytest.approx(0.53475)
+
+
+def test_images_txt_without_points2d_lines_keeps_every_image(tmp_path):
+    truth = make_workspace(tmp_path, binary=False, n_views=4)
+    path = tmp_path / "sparse" / "0" / "images.txt"
+    lines = path.read_text().splitlines()
+    headers = [ln for ln in lines if ln.startswith("1") and ln.split()[-1].endswith(("png", "JPG"))]
+    assert len(headers) == 4
+    path.write_text("\n".join(headers) + "\n")  # header lines only, as some tools write
+    scene = read_colmap(tmp_path)
+    assert len(scene.views) == 4
+    check_scene(scene, truth)
+    path.write_text(headers[0] + "\n12.5 3.25\n" + "\n".join(headers[1:]) + "\n")
+    with pytest.raises(ValueError, match=r"images.txt:2: expected the POINTS2D line of image 10"):
+        read_colmap(tmp_path)

@@ -213,8 +213,28 @@ def _read_images_text(path: Path) -> list[dict[str, Any]]:
                 "where": where,
             }
         )
-        i += 1  # the POINTS2D line (may be empty)
+        if i < len(lines):  # the POINTS2D line (may be empty)
+            points_no, points_line = lines[i]
+            tokens = points_line.split()
+            if _is_points_line(tokens):
+                i += 1
+            elif len(tokens) < 10:  # not the next image's line either
+                raise ValueError(
+                    f"{path}:{points_no}: expected the POINTS2D line of image {images[-1]['id']} "
+                    f"(X Y POINT3D_ID triples); got {points_line.strip()[:60]!r}"
+                )
+            # else: a file without POINTS2D lines; this line is the next image's
     return images
+
+
+def _is_points_line(tokens: list[str]) -> bool:
+    if len(tokens) % 3:
+        return False
+    try:
+        [float(x) for x in tokens]
+    except ValueError:
+        return False
+    return True
 
 
 def _read_images_binary(path: Path) -> list[dict[str, Any]]:
