@@ -413,6 +413,8 @@ def _figure(path: Path, pipeline: Pipeline, dataset, rows: list[dict], threshold
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1; got {args.limit}")
     report = evaluate(
         args.run,
         args.data,
