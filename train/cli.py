@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(err: BaseException) -> str:
     """An exception as one line: its message's lines joined, with the file for OSErrors."""
-    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.strerror:
+    if isinstance(err, NotADirectoryError) and err.filename:
+        text = f"{err.filename}: a part of this path is a file, not a folder"
+    elif isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.strerror:
         text = err.strerror + (f": {err.filename}" if err.filename else "")
     elif isinstance(err, FileNotFoundError) and err.strerror and err.filename:
         text = f"no such file or folder: {err.filename}"

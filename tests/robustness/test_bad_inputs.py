@@ -988,6 +988,21 @@ def _cli_cases(data: Path, run: Path, tmp: Path):
     (tmp / "trunc" / "last.pt").write_bytes((run / "last.pt").read_bytes()[:500])
     torch.save({"weights": torch.ones(2)}, tmp / "foreign.pt")
     train = ["train", "--data", data, "--no-progress"]
+    make = ["data", "make", "procedural", "--categories", "mug", "--per-category", "1"]
+    make += [
+        "--views",
+        "2",
+        "--image-size",
+        "8",
+        "--voxels",
+        "8",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    volume = tmp / "volume.npz"
+    np.savez(volume, occupancy=np.zeros((8, 8, 8), np.float32))
+    item = json.loads((data / "manifest.json").read_text())["items"][0]["id"]
     return [
         (
             "batch_size=abc",
@@ -1063,6 +1078,74 @@ def _cli_cases(data: Path, run: Path, tmp: Path):
         ),
         ("data info missing", ["data", "info", tmp / "none"], "none"),
         ("view missing file", ["view", tmp / "none.npz", "--snapshot", tmp / "s.png"], "none.npz"),
+        ("view a regular file", ["view", afile], "not a file the viewer reads"),
+        (
+            "check --box negative size",
+            ["check", volume, "--data", data, "--id", item, "--box", "0", "0", "0", "-1"],
+            "SIZE must be positive",
+        ),
+        (
+            "check --out under a file",
+            ["check", volume, "--data", data, "--id", item, "--out", afile / "x"],
+            "is a file, not a folder",
+        ),
+        (
+            "check unknown object",
+            ["check", volume, "--data", data, "--id", "nope"],
+            "no object 'nope'",
+        ),
+        (
+            "check unknown volume format",
+            ["check", afile, "--data", data, "--id", item],
+            "unknown volume format",
+        ),
+        (
+            "fit --out under a file",
+            ["fit", "--data", data, "--id", item, "--out", afile / "x"],
+            "file, not a folder",
+        ),
+        ("data make --out under a file", [*make, "--out", afile / "x"], "file, not a folder"),
+        (
+            "data make --views 0",
+            [*make, "--out", tmp / "d", "--views", "0"],
+            "n_views and image_size must be positive",
+        ),
+        (
+            "data make --image-size 0",
+            [*make, "--out", tmp / "d", "--image-size", "0"],
+            "must be positive",
+        ),
+        (
+            "data make --per-category -5",
+            [*make, "--out", tmp / "d", "--per-category", "-5"],
+            "per_category must be >= 1",
+        ),
+        (
+            "data make unknown category",
+            ["data", "make", "procedural", "--out", tmp / "d", "--categories", "nope"],
+            "invalid choice: 'nope'",
+        ),
+        (
+            "data import missing folder",
+            ["data", "import", tmp / "none", "--out", tmp / "d2"],
+            "no such folder",
+        ),
+        ("eval --limit -1", ["eval", run, "--limit", "-1"], "--limit must be >= 1"),
+        (
+            "train --data missing",
+            [*train[:1], "--data", tmp / "none", "--out", tmp / "r2", "--no-progress"],
+            "no such folder",
+        ),
+        (
+            "train data.workers=-1",
+            [*train, "--out", tmp / "r1", "--set", "data.workers=-1"],
+            "data.workers must be an integer >= 0",
+        ),
+        (
+            "train --resume corrupt checkpoints",
+            [*train, "--out", tmp / "trunc", "--resume"],
+            "trunc/last.pt",
+        ),
     ]
 
 
@@ -1088,7 +1171,7 @@ def test_cli_bad_input_gives_one_error_line_and_a_failure_status(
             failures.append(f"{name}: status {status}, stderr {err[-600:]!r}")
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "HACKED").exists()  # the YAML tag ran nothing
-    assert len(cases) >= 20
+    assert len(cases) >= 35
     # the run passed as --out without --resume is untouched
     assert (tiny_run / "last.pt").is_file()
 
@@ -1120,4 +1203,4 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_corpus_size():
     """The issue asks for at least 60 kinds of bad input across API, files and CLI."""
-    assert len(API) + len(FILES) + 22 >= 60
+    assert len(API) + len(FILES) + 39 >= 60
