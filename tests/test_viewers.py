@@ -298,6 +298,12 @@ def test_volume_file_without_up_stands_upright_on_its_cameras(tmp_path):
     payload = _payload((tmp_path / "fit.html").read_text())
     assert payload["has_cameras"] and any(ln["role"] == "cameras" for ln in payload["lines"])
     np.testing.assert_allclose(np.asarray(payload["view"]["frame"])[:, 1], up, atol=1e-5)
+    # with no ground truth to compare, the projections are drawn in a neutral colour
+    assert payload["has_silhouettes"] is False
+    neutral = np.round(np.asarray(scene.COLORS["silhouette_projection"]) * 255).astype(int)
+    assert payload["code_colors"][2] == neutral.tolist()
+    sil_mesh = next(m for m in scene.build_scene(item).meshes if m.name == "silhouettes")
+    assert (sil_mesh.vertex_colors == np.asarray(scene.COLORS["silhouette_projection"])).all()
 
 
 def test_up_frame_is_the_identity_for_y_and_a_rotation_taking_y_to_up():

@@ -56,9 +56,9 @@ html, body { margin: 0; height: 100%; overflow: hidden; background: #fff;
     <label><input id="sils" type="checkbox"> silhouettes on image planes</label>
     <label><input id="box" type="checkbox"> volume box</label>
   </div>
-  <div class="row small">silhouettes (projected at the threshold):<br><span class="sw" id="sw1" style="margin-left:0"></span>ground truth only
-    <span class="sw" id="sw3"></span>both
-    <span class="sw" id="sw2"></span>projected only</div>
+  <div class="row small">silhouettes (projected at the threshold):<br><span id="lg1"><span class="sw" id="sw1" style="margin-left:0"></span>ground truth only</span>
+    <span id="lg3"><span class="sw" id="sw3"></span>both</span>
+    <span class="sw" id="sw2"></span><span id="lb2">projected only</span></div>
   <div class="row small">voxel occupancy 0 <span class="bar" id="bar"></span> 1</div>
   <div class="row small">drag: rotate &middot; shift+drag: pan &middot; wheel: zoom<br>
     keys: V mode, [ ] threshold, G C I B toggles, R reset</div>
@@ -567,6 +567,10 @@ var pal = DATA.code_colors;
 [1, 2, 3].forEach(function (k) { $("sw" + k).style.background = "rgb(" + pal[k].join(",") + ")"; });
 $("bar").style.background = "linear-gradient(to right," + VIRIDIS.map(function (c) {
   return "rgb(" + c.map(function (x) { return Math.round(255 * x); }).join(",") + ")"; }).join(",") + ")";
+if (DATA.has_silhouettes === false) {  // nothing to compare with: the projection alone
+  $("lg1").style.display = "none"; $("lg3").style.display = "none";
+  $("sw2").style.marginLeft = "0"; $("lb2").textContent = "projection (no ground truth)";
+}
 if (!DATA.has_ground_truth) $("gt").parentNode.style.display = "none";
 if (!DATA.has_cameras) { $("cams").parentNode.style.display = "none"; $("sils").parentNode.style.display = "none"; }
 if (!flag("ui", DATA.ui)) $("panel").style.display = "none";

@@ -68,6 +68,8 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "silhouette_both": (0.20, 0.35, 0.80),
     "silhouette_ground_truth_only": (0.15, 0.70, 0.25),
     "silhouette_projected_only": (0.90, 0.22, 0.18),
+    # the projection alone, when there is no ground truth to compare (a fit's cameras)
+    "silhouette_projection": (0.42, 0.45, 0.55),
 }
 
 # matplotlib's viridis at 0, 1/8, ..., 1 (so no matplotlib import is needed).
@@ -561,20 +563,26 @@ def silhouette_codes(
     return (gt.astype(np.uint8) + 2 * pr.astype(np.uint8)).astype(np.uint8)
 
 
-def _code_colors() -> np.ndarray:
-    """``(4, 3)`` RGB of the overlay codes 0..3 (code 0 is never drawn)."""
+def _code_colors(ground_truth: bool = True) -> np.ndarray:
+    """``(4, 3)`` RGB of the overlay codes 0..3 (code 0 is never drawn); without
+    ``ground_truth`` silhouettes the projection (code 2) is drawn in a neutral colour, not
+    as a disagreement."""
+    projected = "silhouette_projected_only" if ground_truth else "silhouette_projection"
     return np.array(
         [
             COLORS["background"],
             COLORS["silhouette_ground_truth_only"],
-            COLORS["silhouette_projected_only"],
+            COLORS[projected],
             COLORS["silhouette_both"],
         ]
     )
 
 
 def silhouette_quads(
-    cameras: Cameras, codes: np.ndarray, depth: float | torch.Tensor
+    cameras: Cameras,
+    codes: np.ndarray,
+    depth: float | torch.Tensor,
+    palette: np.ndarray | None = None,
 ) -> TriangleMesh:
     """Silhouette overlays drawn on the cameras' image planes: one coloured quad per
     non-empty pixel.
@@ -584,6 +592,7 @@ def silhouette_quads(
         codes: ``(V, h, w)`` overlay codes of :func:`silhouette_codes` (any ``h, w``: the
             image plane is divided into ``h x w`` cells).
         depth: camera-space depth of the image planes, one for all or ``(V,)``.
+        palette: ``(4, 3)`` RGB of the codes (default :data:`COLORS`' overlay colours).
 
     Returns:
         A :class:`TriangleMesh` with per-vertex colours (empty pixels are left out, so the
@@ -612,7 +621,8 @@ def silhouette_quads(
         pts = cams[int(view)].unproject(uv_view, d[view].expand(len(uv_view)))  # (n * 4, 3)
         vertices[sel] = pts.numpy().reshape(-1, 4, 3)
     faces = _quad_faces(len(v_idx))
-    colors = np.repeat(_code_colors()[codes[v_idx, j, i]], 4, axis=0)
+    palette = _code_colors() if palette is None else np.asarray(palette, dtype=np.float64)
+    colors = np.repeat(palette[codes[v_idx, j, i]], 4, axis=0)
     return TriangleMesh(
         vertices.reshape(-1, 3), faces, vertex_colors=colors, name="silhouettes", lit=False
     )
@@ -700,7 +710,8 @@ def build_scene(item: ViewItem, options: ViewOptions | None = None) -> Scene:
                     None if projected is None else projected[views],
                     th,
                 )
-                scene.meshes.append(silhouette_quads(cams, codes, depth))
+                palette = _code_colors(ground_truth=gt is not None)
+                scene.meshes.append(silhouette_quads(cams, codes, depth, palette))
     scene.center, scene.radius = scene_bounds(item, options)
     scene.up = item.up if item.up is not None else (0.0, 1.0, 0.0)
     return scene

@@ -216,7 +216,10 @@ def _payload(item: ViewItem, options: ViewOptions, view: dict[str, Any], ui: boo
         "background": list(COLORS["background"]),
         "edge_color": list(COLORS["voxel_edge"]),
         "viridis": _rounded(_VIRIDIS, 3),
-        "code_colors": np.round(_code_colors() * 255).astype(int).tolist(),
+        "code_colors": np.round(_code_colors(item.silhouettes is not None) * 255)
+        .astype(int)
+        .tolist(),
+        "has_silhouettes": item.silhouettes is not None,
         "meshes": [m for m in meshes if m is not None],
         "volumes": volumes,
         "lines": [ln for ln in lines if ln is not None],
