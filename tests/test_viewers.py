@@ -250,6 +250,18 @@ def test_default_viewpoint_frames_the_object_upright_in_its_up_axis(up):
     ]
     np.testing.assert_allclose(eye, cam.centers.double().numpy().reshape(3), atol=1e-4)
     np.testing.assert_allclose(v["target"], box.center, atol=1e-12)
+    # a turntable turns about up, every frame upright and centred on the box
+    from persp3d.viewers.open3d_viewer import turntable_cameras
+
+    frames = turntable_cameras(built, 4, {"image_size": (48, 64)})
+    centre = torch.tensor([box.center], dtype=torch.float64)
+    uv_c, _ = frames.project(centre)  # (4, 1, 2)
+    uv_t, _ = frames.project(centre + 0.2 * torch.tensor([up], dtype=torch.float64))
+    np.testing.assert_allclose(uv_c.reshape(4, 2).numpy(), [[32.0, 24.0]] * 4, atol=1e-3)
+    d = (uv_t - uv_c).reshape(4, 2).numpy()
+    assert (d[:, 1] < 0).all() and np.abs(d[:, 0]).max() < 1e-3
+    heights_eye = (frames.centers.double() - centre) @ torch.tensor(up, dtype=torch.float64)
+    np.testing.assert_allclose(heights_eye.numpy(), heights_eye[0].item(), rtol=1e-6)
     # framing everything takes the rig in
     wide = _view(scene.build_scene(item, ViewOptions(frame="all")), {"image_size": (480, 640)})
     uv_cams, d_cams = wide.project(cams.centers.double())
