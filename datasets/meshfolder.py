@@ -35,6 +35,7 @@ from persp3d.datasets.cache import (
     CorruptCacheError,
     Manifest,
     ManifestWriter,
+    item_path,
     new_manifest,
     read_manifest,
     verify_items,
@@ -321,7 +322,7 @@ def _import_one(
         )
     except ValueError as err:
         return entry.category, entry.id, None, str(err).split(": ", 1)[-1]
-    sha, n_bytes = write_item(Path(root) / file, arrays)
+    sha, n_bytes = write_item(item_path(root, file), arrays)  # never outside root
     return entry.category, entry.id, sha, n_bytes
 
 

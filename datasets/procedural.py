@@ -32,6 +32,7 @@ from persp3d.datasets.cache import (
     CorruptCacheError,
     Manifest,
     ManifestWriter,
+    item_path,
     new_manifest,
     read_manifest,
     verify_items,
@@ -154,7 +155,7 @@ def _make_one(
 ) -> tuple[str, str, str, int]:
     config = ProceduralConfig.from_dict(config_dict)
     arrays = procedural_item(config, item["category"], item["index"])
-    sha, n_bytes = write_item(Path(root) / item["file"], arrays)
+    sha, n_bytes = write_item(item_path(root, item["file"]), arrays)  # never outside root
     return item["category"], item["id"], sha, n_bytes
 
 
@@ -352,5 +353,5 @@ class ProceduralShapes(MultiViewFolder):
         except CorruptCacheError as err:
             warnings.warn(f"{err}; regenerating the item", DataWarning, stacklevel=3)
             arrays = procedural_item(self.config, item["category"], int(item["index"]))
-            write_item(self.root / item["file"], arrays)
+            write_item(item_path(self.root, item["file"]), arrays)
             return arrays
