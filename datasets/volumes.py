@@ -197,19 +197,27 @@ def _camera_arrays(cameras: Cameras) -> dict[str, np.ndarray]:
     }
 
 
+def _json_value(value: Any) -> Any:
+    """NumPy and torch values as plain JSON values (for ``json.dumps(default=...)``)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _meta_json(meta: dict[str, Any] | None) -> str:
-    clean: dict[str, Any] = {}
-    for key, value in (meta or {}).items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, np.generic):
-            value = value.item()
-        clean[str(key)] = value
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict; got {type(meta).__name__}")
     try:
-        return json.dumps(clean)
-    except TypeError as err:
+        return json.dumps({str(k): v for k, v in (meta or {}).items()}, default=_json_value)
+    except (TypeError, ValueError) as err:
         raise ValueError(f"meta must hold JSON values (numbers, strings, lists); {err}") from err
 
 
