@@ -6,9 +6,9 @@ VOLUME is a volume file read by :mod:`persp3d.datasets.volumes` (``.npz`` with i
 ``persp3d fit`` writes it; ``.npy``; ``.binvox``; a mesh, voxelised), or a training
 checkpoint or run folder (its prediction from view ``--input-view`` of the object). The
 volume fills ``--box`` when given, else the box its file states, else the object's box in
-the dataset (imported captures have one), else ``VolumeBox()``. The
-volume is projected with the object's cameras and compared with its silhouettes, view by
-view (IoU, precision, recall, boundary F-score at 1 px); the convention slips of
+the dataset (imported captures have one), else ``VolumeBox()``. The volume is projected
+with the object's cameras and compared with its silhouettes, view by view (IoU,
+precision, recall, boundary F-score at 1 px); the convention slips of
 :mod:`persp3d.checking` are tried; ``report.json`` and ``contact_sheet.png`` (per view: the
 silhouette, the projection, and an overlay with false positives in red and false negatives
 in blue) go to ``--out``, and a short table and the diagnosis are printed.
