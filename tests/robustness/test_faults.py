@@ -56,14 +56,10 @@ def _steps(run: Path) -> list[list[str]]:
 
 # -- SIGKILL during training ----------------------------------------------------------------
 @pytest.mark.slow
-def test_training_killed_at_random_moments_resumes_to_bit_identical_weights(tiny_data, tmp_path):
-    from persp3d.train.config import load_config
-    from persp3d.train.trainer import Trainer
-
-    steps = 12
-    overrides = [*TINY_TRAIN, f"data.root={tiny_data}", f"train.max_steps={steps}"]
-    full = tmp_path / "full"
-    Trainer(load_config(None, [*overrides, f"train.out={full}"])).fit()
+def test_training_killed_at_random_moments_resumes_to_bit_identical_weights(
+    tiny_data, full_run, tmp_path
+):
+    steps, full = 12, full_run
 
     killed = tmp_path / "killed"
     argv = ["train", "--data", tiny_data, "--out", killed, "--max-steps", steps, "--no-report"]
@@ -100,6 +96,48 @@ def test_training_killed_at_random_moments_resumes_to_bit_identical_weights(tiny
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after kills at {moments}"
+
+
+def test_disk_full_during_training_loses_nothing_but_the_unsaved_steps(
+    cli, tiny_data, full_run, tmp_path, monkeypatch
+):
+    """The second checkpoint save hits ENOSPC: ``persp3d train`` stops with one error line,
+    the first checkpoint is whole, and ``--resume`` finishes with the weights of an
+    uninterrupted run."""
+    import persp3d.train.checkpoint as ck
+
+    monkeypatch.chdir(tmp_path)
+    real_open, saves = open, []
+
+    def full_after_one_save(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            saves.append(path)
+            if len(saves) > 1:
+                f = real_open(path, mode, *args, **kwargs)
+                f.write(b"partial")
+                f.close()
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", tiny_data, "--out", run, "--max-steps", "12", "--no-report"]
+    argv += [a for o in TINY_TRAIN for a in ("--set", o)]
+    monkeypatch.setattr(ck, "open", full_after_one_save, raising=False)
+    status, err = cli(*argv)
+    monkeypatch.undo()
+    assert status == 2 and "No space left on device" in err.strip().splitlines()[-1], err
+    assert "Traceback" not in err
+    saved = load_checkpoint(run / "last.pt") if (run / "last.pt").exists() else None
+    best = load_checkpoint(run / "best.pt") if (run / "best.pt").exists() else None
+    assert saved is not None or best is not None  # the first save is whole
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no partial file left
+    monkeypatch.chdir(tmp_path)
+    status, err = cli(*argv, "--resume")
+    assert status == 0, err
+    a, b = load_checkpoint(full_run / "last.pt")["model"], load_checkpoint(run / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _steps(run) == _steps(full_run)
 
 
 # -- SIGKILL during dataset generation -------------------------------------------------------
