@@ -94,7 +94,8 @@ VOLUME_CONVENTION = (
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 VOLUME_SUFFIXES = (".npz", ".npy", ".binvox", ".pt", ".pth")
 _NPZ_KEYS = ("occupancy", "volume", "voxels")
-# Values this far outside [0, 1] are taken for rounding and clipped; farther is an error.
+# Values this far outside [0, 1] are taken for rounding and clipped; farther is an error
+# (the viewers' persp3d.viewers.scene.OCCUPANCY_TOLERANCE is the same).
 _OCCUPANCY_TOLERANCE = 1e-5
 
 

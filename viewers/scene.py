@@ -276,8 +276,14 @@ class ViewOptions:
 
 # ---------------------------------------------------------------------------------------
 # Geometry of volumes
+OCCUPANCY_TOLERANCE = 1e-5
+"""Occupancy this far outside [0, 1] is rounding and is clipped (as
+:func:`persp3d.datasets.volumes.as_occupancy` does); farther is an error."""
+
+
 def _as_volume(volume: np.ndarray | torch.Tensor, name: str = "volume") -> np.ndarray:
-    """``(D, H, W)`` float32 NumPy from an array or tensor, leading 1-sized axes dropped."""
+    """``(D, H, W)`` float32 NumPy from an array or tensor, leading 1-sized axes dropped,
+    values clipped into [0, 1] within :data:`OCCUPANCY_TOLERANCE`."""
     if isinstance(volume, torch.Tensor):
         volume = volume.detach().cpu().float().numpy()
     arr = np.asarray(volume, dtype=np.float32)
@@ -288,12 +294,12 @@ def _as_volume(volume: np.ndarray | torch.Tensor, name: str = "volume") -> np.nd
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} holds non-finite values")
     lo, hi = float(arr.min()), float(arr.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
+    if lo < -OCCUPANCY_TOLERANCE or hi > 1 + OCCUPANCY_TOLERANCE:
         raise ValueError(
             f"{name} must hold occupancy in [0, 1]; got values in [{lo:.3g}, {hi:.3g}] "
             "(logits? apply a sigmoid first)"
         )
-    return arr
+    return np.clip(arr, 0.0, 1.0)
 
 
 def _index_to_world(index_xyz: np.ndarray, shape_dhw: Sequence[int], box: VolumeBox) -> np.ndarray:
