@@ -806,6 +806,8 @@ def orbit_cameras(
     """
     if not isinstance(n_views, int) or isinstance(n_views, bool) or n_views < 1:
         raise ValueError(f"n_views must be a positive int; got {n_views!r}")
+    if n_views > 1 << 20:
+        raise ValueError(f"n_views must be at most {1 << 20}; got {n_views}")
     az = azimuth_offset + 360.0 * torch.arange(n_views, dtype=torch.float64) / n_views
     el = torch.as_tensor(elevation, dtype=torch.float64).flatten()
     if el.numel() not in (1, n_views):

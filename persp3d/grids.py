@@ -229,6 +229,12 @@ def frustum_grid(
     return Frustum(cameras, depth_samples, box, out_size, sampling, near, far).grid()
 
 
+# Most samples per ray (a gigantic count is refused before it reaches the allocator).
+MAX_DEPTH_SAMPLES = 1 << 16
+
+
 def _check_depth_samples(depth_samples: object) -> None:
     if not isinstance(depth_samples, int) or isinstance(depth_samples, bool) or depth_samples < 1:
         raise ValueError(f"depth_samples must be an int >= 1; got {depth_samples!r}")
+    if depth_samples > MAX_DEPTH_SAMPLES:
+        raise ValueError(f"depth_samples must be at most {MAX_DEPTH_SAMPLES}; got {depth_samples}")

@@ -175,4 +175,6 @@ def _resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:
     res = tuple(int(r) for r in resolution)
     if len(res) != 3 or min(res) < 1:
         raise ValueError(f"resolution must be R or (D, H, W) with sizes >= 1; got {resolution!r}")
+    if res[0] * res[1] * res[2] > 1 << 30:
+        raise ValueError(f"resolution must hold at most 1024^3 voxels; got {res}")
     return res  # type: ignore[return-value]

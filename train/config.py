@@ -417,6 +417,15 @@ def validate_config(config: Config) -> Config:
     ):
         need(section, name, lambda v, m=minimum: integer(v) and v >= m, f"an integer >= {minimum}")
     need("train", "seed", lambda v: integer(v) and v >= 0, "an integer >= 0")
+    for section, name, maximum in (
+        ("model", "resolution", 256),
+        ("model", "image_size", 2048),
+        ("train", "projection_size", 2048),
+        ("train", "depth_samples", 4096),
+        ("train", "batch_size", 1 << 16),
+        ("data", "voxel_resolution", 1024),
+    ):
+        need(section, name, lambda v, m=maximum: integer(v) and v <= m, f"an integer <= {maximum}")
     need("optim", "lr", lambda v: finite(v) and v > 0, "a finite number > 0")
     for section, name in (
         ("optim", "weight_decay"),

@@ -55,6 +55,12 @@ def _voxelize(v, f, r=4):
 TRI = [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
 
 
+def _overrides(*items):
+    from persp3d.train.config import load_config
+
+    return load_config(None, list(items))
+
+
 def _sils():
     return (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
 
@@ -199,6 +205,43 @@ API = [
         lambda: p3.frustum_grid(_cams(), depth_samples=4, near=-1.0, far=1.0),
         ValueError,
         "near must be positive",
+    ),
+    # gigantic sizes, refused before they reach the allocator
+    (
+        "orbit n_views 10^9",
+        lambda: p3.orbit_cameras(n_views=10**9),
+        ValueError,
+        "n_views must be at most",
+    ),
+    (
+        "frustum depth 10^9",
+        lambda: p3.frustum_grid(_cams(), depth_samples=10**9),
+        ValueError,
+        "depth_samples must be at most",
+    ),
+    (
+        "project depth 10^9",
+        lambda: p3.project(_vol(), _cams(), depth_samples=10**9),
+        ValueError,
+        "depth_samples must be at most",
+    ),
+    (
+        "voxel_centers 10^5",
+        lambda: p3.VolumeBox().voxel_centers(10**5),
+        ValueError,
+        "at most 1024\\^3 voxels",
+    ),
+    (
+        "config model.resolution 4096",
+        lambda: _overrides("model.resolution=4096"),
+        ValueError,
+        "model.resolution must be an integer <= 256",
+    ),
+    (
+        "config batch_size 10^9",
+        lambda: _overrides("train.batch_size=1000000000"),
+        ValueError,
+        "train.batch_size must be an integer <=",
     ),
     # project / transformer / sampling
     (
@@ -1232,4 +1275,4 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_corpus_size():
     """The issue asks for at least 60 kinds of bad input across API, files and CLI."""
-    assert len(API) + len(FILES) + 39 >= 60  # 78 + 66 + 39 = 183 at the time of writing
+    assert len(API) + len(FILES) + 39 >= 60  # 84 + 66 + 39 = 189 at the time of writing
