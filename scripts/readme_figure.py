@@ -37,6 +37,28 @@ def _crop(picture, margin: int = 8):
     )
 
 
+def _training(run: Path, step: int) -> str:
+    """``"15 min, 799 steps on procedural-quick"``: how long, and on which data."""
+    import csv
+
+    import yaml
+
+    parts = []
+    steps = run / "steps.csv"
+    if steps.is_file():
+        with open(steps, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            parts.append(f"{float(rows[-1]['seconds']) / 60:.0f} min")
+    parts.append(f"{step} steps")
+    config = (
+        yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    )
+    root = (config.get("data") or {}).get("root")
+    kind = (config.get("data") or {}).get("kind", "procedural")
+    return ", ".join(parts) + f" on {Path(root).name if root else kind}"
+
+
 def compose(run: Path, out: Path, picks: tuple[str, ...] = ("best", "median")) -> Path:
     """Write the figure of ``run`` to ``out``; returns ``out``."""
     from PIL import Image, ImageDraw, ImageFont
@@ -61,7 +83,7 @@ def compose(run: Path, out: Path, picks: tuple[str, ...] = ("best", "median")) -
         rows.append(row.resize((WIDTH, round(row.height * scale)), Image.LANCZOS))
     head = report["headline"]
     lines = [
-        f"Trained from silhouettes only ({run.name}, step {head['step']}): test 3D IoU "
+        f"Trained from silhouettes only ({_training(run, head['step'])}): test 3D IoU "
         f"{head['iou_3d']:.3f}, silhouette IoU {head['sil_iou']:.3f}, visual-hull bound "
         f"{head['hull_iou_3d']:.3f}.",
         "Per object: the network's input; ground-truth (top) and predicted (bottom) "

@@ -231,3 +231,21 @@ def test_headline_lines_end_with_the_report_path():
     assert lines[-1] == "report: runs/x/report.html"
     assert lines[0].startswith("test 3D IoU        0.500")
     assert any(line.startswith("voxel baseline     0.600") for line in lines)
+
+
+def test_quick_settings_yield_to_the_flags_given_with_them(tmp_path, monkeypatch):
+    from persp3d.train.cli import build_parser
+    from persp3d.train.commands import command_overrides
+    from persp3d.train.config import load_config
+
+    monkeypatch.setenv("PERSP3D_DATA_DIR", str(tmp_path))
+
+    def config(*argv):
+        return load_config(None, command_overrides(build_parser().parse_args(["train", *argv])))
+
+    quick = config("--quick")
+    assert quick.train.out == "runs/quick" and quick.train.max_minutes == 1.5
+    assert quick.data.root == str(tmp_path / "procedural-quick") and quick.data.per_category == 20
+    mine = config("--quick", "--out", "runs/mine", "--max-minutes", "3")
+    assert mine.train.out == "runs/mine" and mine.train.max_minutes == 3.0
+    assert config().train.out != "runs/quick"
