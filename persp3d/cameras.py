@@ -339,6 +339,8 @@ class Cameras:
         ``(V,)`` or ``(B, V)`` gives ``(B, V, N, 3)``.
         """
         check_shape(points_world, "... N 3", "points")
+        if points_world.is_floating_point():
+            check_finite(points_world.detach(), "points")
         p, _, R, t = self._broadcast_params(points_world, add_view_axis=True)
         return (R @ p.unsqueeze(-1)).squeeze(-1) + t  # (..., V, N, 3)
 

@@ -174,6 +174,12 @@ API = [
         ValueError,
         r"points must have shape \(\.\.\., N, 3\)",
     ),
+    (
+        "cams.project NaN points",
+        lambda: _cams().project(torch.full((5, 3), NAN)),
+        ValueError,
+        "points must be finite",
+    ),
     # box and grids
     ("VolumeBox size 0", lambda: p3.VolumeBox(size=0.0), ValueError, "size must be positive"),
     (
@@ -1275,4 +1281,4 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_corpus_size():
     """The issue asks for at least 60 kinds of bad input across API, files and CLI."""
-    assert len(API) + len(FILES) + 39 >= 60  # 84 + 66 + 39 = 189 at the time of writing
+    assert len(API) + len(FILES) + 39 >= 60  # 85 + 66 + 39 = 190 at the time of writing

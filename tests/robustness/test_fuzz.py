@@ -82,6 +82,25 @@ def test_cameras_constructor_accepts_only_valid_cameras(K, angles, t):
 
 @FAST
 @given(
+    points=st.lists(st.tuples(WILD, WILD, WILD), min_size=1, max_size=5),
+    elevation=st.floats(-89, 89),
+)
+def test_camera_projection_of_points_is_finite_or_refused(points, elevation):
+    cams = p3.orbit_cameras(n_views=3, elevation=elevation, image_size=(8, 8))
+    pts = torch.tensor(points, dtype=torch.float32)
+    try:
+        uv, depth = cams.project(pts)
+    except ValueError:
+        assert not _finite(pts)
+        return
+    assert uv.shape == (3, len(points), 2) and depth.shape == (3, len(points))
+    assert _finite(depth)
+    in_front = depth > 1e-3
+    assert _finite(uv[in_front])  # behind the camera uv is documented as meaningless
+
+
+@FAST
+@given(
     values=st.lists(OCCUPANCY, min_size=1, max_size=8),
     seed=st.integers(0, 2**16),
     depth=st.one_of(st.integers(1, 6), st.integers(-1, 0), st.sampled_from([0.5, True])),
