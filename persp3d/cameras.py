@@ -208,12 +208,12 @@ class Cameras:
         """Move to ``device`` and/or cast to the floating ``dtype``."""
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype; got {dtype}")
-        return Cameras._new(
-            self.K.to(device=device, dtype=dtype),
-            self.R.to(device=device, dtype=dtype),
-            self.t.to(device=device, dtype=dtype),
-            self.image_size,
-        )
+        K, R, t = (x.to(device=device, dtype=dtype) for x in (self.K, self.R, self.t))
+        if dtype is not None and torch.finfo(dtype).max < torch.finfo(self.dtype).max:
+            for name, x in (("K", K), ("R", R), ("t", t)):  # a narrowing cast may overflow
+                if not bool(torch.isfinite(x.detach()).all()):
+                    raise ValueError(f"{name} does not fit in {dtype}: its values overflow")
+        return Cameras._new(K, R, t, self.image_size)
 
     def cpu(self) -> Cameras:
         return self.to("cpu")
@@ -672,6 +672,8 @@ def intrinsics_from_fov(
         raise ValueError(f"axis must be 'vertical' or 'horizontal'; got {axis!r}")
     extent = H if axis == "vertical" else W
     f = (extent / 2.0) / torch.tan(torch.deg2rad(fov_t) / 2.0)
+    if not bool(torch.isfinite(f).all()):  # a fov so small that the focal length overflows
+        raise ValueError(f"fov must be in (0, 180) degrees and not vanishingly small; got {fov!r}")
     K = torch.zeros(*fov_t.shape, 3, 3, dtype=dtype, device=device)
     K[..., 0, 0] = f
     K[..., 1, 1] = f
