@@ -5,7 +5,10 @@ Writes a persp3d-multiview dataset folder of N objects in the default's format (
 generation takes seconds), then, in a fresh process per setting, trains the default model
 (batch 16, 8 supervising views of 32 x 32) for a few steps and reports the process's peak
 resident memory (main process and largest worker), the start-up time (opening the split,
-reading it into memory when in-memory) and the training throughput in objects/s.
+reading it into memory when in-memory), the training throughput in objects/s and the CPU
+time per object of the main process and its workers together (on a busy machine the
+wall-clock throughput follows the load; the CPU time is what the data path adds to the
+training's own).
 
     python benchmarks/bench_data.py                         # 1k, 10k; streamed 0/1/2 workers, in memory at 1k
     python benchmarks/bench_data.py --sizes 1000 10000 40000 --steps 30
@@ -113,6 +116,7 @@ def child(folder: str, mode: str, workers: int, steps: int, threads: int) -> dic
         "train.val_objects=8",
         f"train.out={tempfile.mkdtemp()}",
         f"train.threads={threads}",
+        f"train.max_steps={3 + steps}",  # the loader reads exactly the measured batches
     ]
     trainer = Trainer(load_config(None, overrides))
     t0 = time.perf_counter()
@@ -120,17 +124,24 @@ def child(folder: str, mode: str, workers: int, steps: int, threads: int) -> dic
     startup = time.perf_counter() - t0
     warmup = 3
     times = []
+    cpu = lambda who: sum(resource.getrusage(who)[:2])  # noqa: E731 - user + system seconds
     for k in range(warmup + steps):
+        if k == warmup:
+            cpu0 = cpu(resource.RUSAGE_SELF)
         t = time.perf_counter()
         trainer.train_step()
         if k >= warmup:
             times.append(time.perf_counter() - t)
+    cpu_main = cpu(resource.RUSAGE_SELF) - cpu0
     batch = trainer.config.train.batch_size
     total = sum(times)
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainer._close_batches()
-    time.sleep(0.5)  # let the workers exit so their peak is counted
+    time.sleep(1.0)  # let the workers exit so their peak and CPU time are counted
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # the workers read warmup + steps batches (and the validation objects): charge their
+    # share of the measured steps
+    cpu_workers = cpu(resource.RUSAGE_CHILDREN) * steps / (warmup + steps)
     return {
         "objects": len(trainer.samples),
         "mode": mode,
@@ -138,6 +149,7 @@ def child(folder: str, mode: str, workers: int, steps: int, threads: int) -> dic
         "startup_s": round(startup, 2),
         "objects_per_s": round(batch * steps / total, 2),
         "median_step_s": round(statistics.median(times), 4),
+        "cpu_ms_per_object": round(1e3 * (cpu_main + cpu_workers) / (batch * steps), 1),
         "peak_rss_main_mb": round(main_rss, 1),
         "peak_rss_worker_mb": round(child_rss, 1) if workers else 0.0,
     }
@@ -150,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-in-memory", type=int, default=1000)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure every setting this many times, interleaved"
+    )
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "persp3d-bench-data"))
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--child", nargs=3, metavar=("FOLDER", "MODE", "WORKERS"))
@@ -168,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     header = (
         f"{'objects':>8} {'mode':>7} {'workers':>7} {'start s':>8} {'obj/s':>7} "
-        f"{'main MB':>8} {'worker MB':>9}"
+        f"{'CPU ms/obj':>10} {'main MB':>8} {'worker MB':>9}"
     )
     print(header, flush=True)
     for n, folder in folders.items():
         todo = ([("memory", 0)] if n <= args.max_in_memory else []) + settings
-        for mode, workers in todo:
+        for mode, workers in todo * args.repeat:
             cmd = [sys.executable, __file__, "--child", str(folder), mode, str(workers)]
             cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -184,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(
                 f"{n:>8} {mode:>7} {workers:>7} {r['startup_s']:>8.1f} "
-                f"{r['objects_per_s']:>7.1f} {r['peak_rss_main_mb']:>8.0f} "
+                f"{r['objects_per_s']:>7.1f} {r['cpu_ms_per_object']:>10.1f} "
+                f"{r['peak_rss_main_mb']:>8.0f} "
                 f"{r['peak_rss_worker_mb']:>9.0f}",
                 flush=True,
             )
