@@ -20,19 +20,19 @@ test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The main job: train on the procedural shapes (generated on first use), evaluate on the test
-# split, write RUN/report.html. `make train QUICK=1` is a 3-minute try on a small set.
+# split, write RUN/report.html. `make train QUICK=1` is a 3-4 minute try on a small set.
 # A RUN folder that already holds a run is continued (--resume; a finished one only gets a
 # fresh report); RUN=runs/other starts a new one.
 ifeq ($(QUICK),1)
 RUN ?= runs/quick
 TRAIN_ARGS ?= --quick
-MAIN_JOB := a quick try: a small procedural set (~20 s to make the first time), 1.5 minutes \
-  of training, a report on 24 test objects (~1 minute)
+MAIN_JOB := a quick try: a small procedural set (240 objects, ~1 minute to make the first time), \
+  1.5 minutes of training, a report on 24 test objects (~1 minute)
 else
 RUN ?= runs/default
 MINUTES ?= 20
 TRAIN_ARGS ?= --max-minutes $(MINUTES)
-MAIN_JOB := the procedural shapes (1200 objects, ~2 minutes to make the first time), \
+MAIN_JOB := the procedural shapes (1200 objects, ~4 minutes to make the first time), \
   $(MINUTES) minutes of self-supervised training, evaluation and the report (~3 minutes)
 endif
 # OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep instead of spinning, which

@@ -432,12 +432,25 @@ class _Page:
         )
         self.md.append(f"{summary}:\n\n```yaml\n{text.rstrip()}\n```\n")
 
-    def table(self, head: Sequence[str], rows: Sequence[Sequence[str]], total: int = 0) -> None:
-        """``rows`` of already formatted cells; the last ``total`` rows are summary rows."""
-        h = ["<table><thead><tr>", *(f"<th>{_esc(c)}</th>" for c in head), "</tr></thead><tbody>"]
+    def table(
+        self,
+        head: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        total: int = 0,
+        text: Sequence[int] = (),
+    ) -> None:
+        """``rows`` of already formatted cells; the last ``total`` rows are summary rows;
+        columns ``text`` hold prose (left-aligned)."""
+        left = ' style="text-align:left"'
+
+        def cell(tag: str, j: int, c: str) -> str:
+            return f"<{tag}{left if j in text else ''}>{_esc(c)}</{tag}>"
+
+        h = ["<table><thead><tr>", *(cell("th", j, c) for j, c in enumerate(head))]
+        h.append("</tr></thead><tbody>")
         for k, row in enumerate(rows):
             cls = ' class="total"' if k >= len(rows) - total else ""
-            h.append(f"<tr{cls}>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>")
+            h.append(f"<tr{cls}>" + "".join(cell("td", j, c) for j, c in enumerate(row)) + "</tr>")
         h.append("</tbody></table>")
         self.html.append("".join(h))
         md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -754,7 +767,7 @@ def _inspect(pipeline, p, sample, threshold, files: Path, data_root: str | None)
     )
     p["volume_file"] = volume_path
     p["check_command"] = (
-        f"persp3d check {volume_path} --data {data_root} --id {name} --threshold {threshold:g}"
+        f"persp3d check {volume_path} \\\n    --data {data_root} --id {name} --threshold {threshold:g}"
         if data_root
         else None
     )
@@ -940,13 +953,18 @@ def _write_sections(
         for p in checked:
             ious = [r["iou"] for r in p["check"]["per_view"]]
             worst = int(np.argmin(ious))
-            rows.append([p["id"], p["label"], _fmt(np.mean(ious)), _fmt(min(ious)) + f" (view {worst})",
+            rows.append([p["id"], p["label"], _fmt(np.mean(ious)), f"{_fmt(min(ious))} ({worst})",
                          _fmt(p["check"]["mean"]["boundary_f"]), p["diagnosis"]["verdict"]])  # fmt: skip
-        page.table(["object", "", "mean IoU", "worst view", "boundary F", "diagnosis"], rows)
-        per_view = [
-            [p["id"], *[_fmt(r["iou"], 2) for r in p["check"]["per_view"]]] for p in checked
-        ]
-        page.table(["per-view IoU", *[str(v) for v in range(n_views)]], per_view)
+        page.table(
+            ["object", "", "mean IoU", "worst view", "boundary F", "diagnosis"], rows, text=(5,)
+        )
+        for start in range(0, n_views, 12):  # at most 12 views a table: it fits the page
+            views = range(start, min(n_views, start + 12))
+            per_view = [
+                [p["id"], *[_fmt(p["check"]["per_view"][v]["iou"], 2) for v in views]]
+                for p in checked
+            ]
+            page.table(["IoU in view", *[str(v) for v in views]], per_view)
         for p in checked:
             page.figure(
                 p["check_sheet"],
