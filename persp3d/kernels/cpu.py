@@ -114,6 +114,28 @@ def _numpy(x: torch.Tensor):
     return x.detach().contiguous().numpy()
 
 
+def _params(depths: torch.Tensor, dtype: torch.dtype):
+    """The kernels' ``params``: the early-stop threshold of absorption (the unit roundoff),
+    the magnitude below which ``1 - o`` rounds to 1 (half of that), ``-inf``, and whether
+    every camera's ``depths (G, Dz)`` ascend (1 or 0)."""
+    eps = torch.finfo(dtype).eps / 2  # 2**-24 in float32, 2**-53 in float64
+    ascending = float(bool((depths[:, 1:] >= depths[:, :-1]).all()))
+    return torch.tensor([eps, eps / 2, -math.inf, ascending], dtype=dtype).numpy()
+
+
+def _bounds(kernels, packed, dtype: torch.dtype):
+    """The bound pyramid of one-volume groups (``NV == 1``; else a dummy)."""
+    nb, Dp, Hp, Wp, nv = packed.shape
+    if nv != 1:
+        return torch.zeros(1, 1, 1, 1, 2, dtype=dtype).numpy()
+    S = 1 << kernels.BLOCK_SHIFT
+    shape = (nb, -(-Dp // S), -(-Hp // S), -(-Wp // S), 2)
+    bnd = torch.empty(shape, dtype=dtype).numpy()
+    margin = torch.tensor(16 * torch.finfo(dtype).eps, dtype=dtype).numpy()[()]
+    _run_threads(kernels.bounds, packed, bnd, margin)
+    return bnd
+
+
 def _pack(kernels, volume: torch.Tensor, per_volume: bool):
     """``(B, C, D, H, W)`` -> zero-padded channels-last ``(NB, D + 2, H + 2, W + 2, NV)``
     (a NumPy array), on the kernel threads."""
@@ -139,12 +161,14 @@ class _FusedProjection(torch.autograd.Function):
         state = torch.empty((G, h, w, nv) if is_max else (1, 1, 1, 1), dtype=torch.int32)
         flags = torch.empty(G * h, dtype=torch.int8)
         geometry = (_numpy(origins), _numpy(directions), _numpy(depths), n_views, C, fsize)
+        bnd = _bounds(kernels, packed, volume.dtype)
         _run_threads(
             kernels.forward, packed, *geometry, out.view(-1).numpy(), state.numpy(),
-            flags.numpy(), is_max,
+            flags.numpy(), is_max, bnd, _params(depths, volume.dtype),
         )  # fmt: skip
         ctx.meta = (n_views, per_volume, mode, bool(flags.any()) if is_max else True)
         ctx.save_for_backward(volume, origins, directions, depths, out, state)
+        ctx.bounds = bnd
         return out.permute(0, 2, 1, 3, 4)  # (B, C, V, h, w)
 
     @staticmethod
@@ -167,7 +191,12 @@ class _FusedProjection(torch.autograd.Function):
         vox = (D + 2) * (H + 2) * (W + 2)
         # Work items: max, one per (row block, volume); absorption, one per row block (all
         # volumes). Each row block has its own copy of the (padded) volume gradients.
-        n_blocks = math.ceil(2 * threads / nbc) if is_max else 2 * threads
+        # One-volume absorption interleaves its rows over the blocks, which then cost the
+        # same: one block (one gradient buffer, kept in cache) per thread.
+        if is_max:
+            n_blocks = math.ceil(2 * threads / nbc)
+        else:
+            n_blocks = threads if nv == 1 else 2 * threads
         budget = _GRAD_BUFFER_BYTES // max(1, nbc * vox * volume.element_size())
         n_blocks = max(1, min(n_blocks, budget))
         gvol = torch.empty(n_blocks, nbc, D + 2, H + 2, W + 2, dtype=volume.dtype).numpy()
@@ -184,7 +213,8 @@ class _FusedProjection(torch.autograd.Function):
         _run_threads(
             kernels.backward, packed, _numpy(origins), _numpy(directions), _numpy(depths),
             n_views, C, nv, fsize, out.view(-1).numpy(), state.numpy(), gout, n_blocks, gvol,
-            need_cam, g_orig.numpy(), g_depth.numpy(), g_dir.numpy(), is_max,
+            need_cam, g_orig.numpy(), g_depth.numpy(), g_dir.numpy(), is_max, ctx.bounds,
+            _params(depths, volume.dtype),
         )  # fmt: skip
         grad_volume = grad_o = grad_dir = grad_z = None
         if need_vol:
