@@ -249,3 +249,23 @@ def test_quick_settings_yield_to_the_flags_given_with_them(tmp_path, monkeypatch
     mine = config("--quick", "--out", "runs/mine", "--max-minutes", "3")
     assert mine.train.out == "runs/mine" and mine.train.max_minutes == 3.0
     assert config().train.out != "runs/quick"
+
+
+def test_snapshot_falls_back_to_matplotlib_and_says_so(tmp_path, monkeypatch):
+    import persp3d.viewers as viewers
+    from persp3d.train.report import snapshot_3d
+    from persp3d.volume import VolumeBox
+
+    centres = VolumeBox().voxel_centers(12).numpy()
+    ball = (np.linalg.norm(centres, axis=-1) < 0.3).astype(np.float32)
+
+    def no_egl(*args, **kwargs):
+        raise RuntimeError("Open3D could not create an off-screen OpenGL context (EGL)")
+
+    monkeypatch.setattr(viewers, "snapshot", no_egl)
+    how = snapshot_3d(ball, ball, VolumeBox(), 0.5, tmp_path / "s.png")
+    assert how.startswith("matplotlib voxels") and "EGL" in how
+    from PIL import Image
+
+    picture = np.asarray(Image.open(tmp_path / "s.png").convert("RGB"))
+    assert (picture.mean(axis=2) < 200).mean() > 0.01  # the voxels were drawn
