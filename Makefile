@@ -35,13 +35,11 @@ TRAIN_ARGS ?= --max-minutes $(MINUTES)
 MAIN_JOB := the procedural shapes (1200 objects, ~4 minutes to make the first time), \
   $(MINUTES) minutes of self-supervised training, evaluation and the report (~3 minutes)
 endif
-# OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep instead of spinning, which
-# otherwise starves the fused kernel's threads on a busy machine.
 train: setup
 	@echo "make train: $(MAIN_JOB); into $(RUN)/"
 	@resume=; if [ -f "$(RUN)/last.pt" ]; then resume=--resume; \
 	  echo "make train: $(RUN) holds a run: continuing it (make train RUN=runs/other starts a new one)"; fi; \
-	  OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS) $$resume
+	  $(VENV)/bin/persp3d train --out $(RUN) $(TRAIN_ARGS) $$resume
 
 # The README's picture, cut from the report of RUN (default runs/default: run `make train` first).
 readme-figure: setup
