@@ -940,8 +940,8 @@ def _write_sections(
     page.para(
         "What <code>persp3d check</code> reports for these predictions: per view the IoU "
         "of the projection with the ground-truth silhouette, and whether a classic convention "
-        "slip (flipped axes, transposed images, a camera looking the wrong way...) would "
-        "explain the mismatch.",
+        "slip (a camera-to-world pose, OpenGL camera axes, upside-down images, a half-pixel "
+        "shift, swapped volume axes) would explain the mismatch.",
         "What `persp3d check` reports for these predictions: per view the IoU of the "
         "projection with the ground-truth silhouette, and whether a classic convention slip "
         "would explain the mismatch.",
