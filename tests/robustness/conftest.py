@@ -46,12 +46,12 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def full_run(tiny_data, tmp_path_factory) -> Path:
-    """An uninterrupted 12-step run (checkpoint every 2 steps): the reference of resumes."""
+    """An uninterrupted 16-step run (checkpoint every 2 steps): the reference of resumes."""
     from persp3d.train.config import load_config
     from persp3d.train.trainer import Trainer
 
     out = tmp_path_factory.mktemp("robust-full") / "full"
-    overrides = [*TINY_TRAIN, f"data.root={tiny_data}", f"train.out={out}", "train.max_steps=12"]
+    overrides = [*TINY_TRAIN, f"data.root={tiny_data}", f"train.out={out}", "train.max_steps=16"]
     Trainer(load_config(None, overrides)).fit()
     return out
 

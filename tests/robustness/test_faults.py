@@ -59,38 +59,47 @@ def _steps(run: Path) -> list[list[str]]:
 def test_training_killed_at_random_moments_resumes_to_bit_identical_weights(
     tiny_data, full_run, tmp_path
 ):
-    steps, full = 12, full_run
+    steps, full = 16, full_run
 
     killed = tmp_path / "killed"
     argv = ["train", "--data", tiny_data, "--out", killed, "--max-steps", steps, "--no-report"]
     argv += [a for o in TINY_TRAIN for a in ("--set", o)]
     rng = random.Random(SEED)
+    # Three kills: two while training (after a random number of further steps plus a random
+    # fraction of a step: inside a step, a validation or a checkpoint save), one during the
+    # resumed process's start-up; then the last launch runs to the end.
+    plan = ["training", "startup", "training"]
     kills, moments = 0, []
     for _attempt in range(8):
         resume = (killed / "last.pt").exists()
         proc = _popen([*argv, *(["--resume"] if resume else [])], tmp_path)
-        if kills < 3:
-            # first launch: wait for a checkpoint, then a random moment; later launches: a
-            # random moment from the start (start-up, training, validation or saving)
+        if kills < len(plan):
             t0 = time.monotonic()
-            while not resume and not (killed / "last.pt").exists() and proc.poll() is None:
-                if time.monotonic() - t0 > 240:
-                    break
-                time.sleep(0.02)
-            delay = rng.uniform(0.0, 1.5) if not resume else rng.uniform(1.0, 6.0)
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
+            if plan[kills] == "startup" and resume:
+                moment = f"start-up +{rng.uniform(0.0, 1.0):.2f}s"
+                time.sleep(float(moment.split("+")[1][:-1]))
+            else:
+                start = len(_steps(killed)) if resume else 0
+                target = min(steps - 2, max(start, 2) + rng.randint(1, 3))
+                while proc.poll() is None and time.monotonic() - t0 < 240:
+                    if (killed / "last.pt").exists() and len(_steps(killed)) >= target:
+                        break
+                    time.sleep(0.005)
+                pause = rng.uniform(0.0, 0.05)
+                time.sleep(pause)
+                moment = f"row {len(_steps(killed))} (target {target}) +{pause:.3f}s"
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
-                moments.append((round(delay, 2), len(_steps(killed))))
+                moments.append(moment)
         _, err = proc.communicate(timeout=300)
         if proc.returncode == 0:
             break
         if proc.returncode != -signal.SIGKILL:
-            pytest.fail(f"training failed (moments {moments}): {err.decode()[-2000:]}")
-    assert proc.returncode == 0, f"never finished; kills at (delay s, rows) {moments}"
+            pytest.fail(f"training failed (kills at {moments}): {err.decode()[-2000:]}")
+    assert proc.returncode == 0, f"never finished; kills at {moments}"
     assert kills >= 2, f"too few kills landed: {moments}"
+    print(f"training killed {kills} times: {moments}")  # shown with pytest -s
     assert _steps(killed) == _steps(full), f"kills at {moments}"  # every step's loss
     a, b = load_checkpoint(full / "last.pt")["model"], load_checkpoint(killed / "last.pt")["model"]
     assert a.keys() == b.keys()
@@ -120,7 +129,7 @@ def test_disk_full_during_training_loses_nothing_but_the_unsaved_steps(
         return real_open(path, mode, *args, **kwargs)
 
     run = tmp_path / "run"
-    argv = ["train", "--data", tiny_data, "--out", run, "--max-steps", "12", "--no-report"]
+    argv = ["train", "--data", tiny_data, "--out", run, "--max-steps", "16", "--no-report"]
     argv += [a for o in TINY_TRAIN for a in ("--set", o)]
     monkeypatch.setattr(ck, "open", full_after_one_save, raising=False)
     status, err = cli(*argv)
@@ -172,6 +181,7 @@ def test_data_generation_killed_midway_resumes_to_identical_manifest_and_items(c
             break
         assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     assert proc.returncode == 0 and kills >= 1, moments
+    print(f"data generation killed {kills} times, at {moments} items written")
     assert manifest_of(out) == manifest_of(reference), f"kills at {moments} items"
     files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
