@@ -27,6 +27,19 @@ with ``OMP_WAIT_POLICY=PASSIVE`` to show the difference.
     python benchmarks/bench_projection.py --sizes full        # the issue's whole grid
     python benchmarks/bench_projection.py --size 8 24 32 64 64   # one size (the issue's target)
     python benchmarks/bench_projection.py --methods naive fused --json out.json
+
+``--fit`` measures the fused CPU kernels at one volume per call, as ``fit_volume`` calls
+them (B=1, V=11, 64^3 and its R/2 stage 32^3, 160 x 120, D = 1.5 R), and at 8 volumes,
+forward and forward + backward, max and absorption, on a fit-like, a random and a binary
+volume, against the frozen pre-change kernels of ``benchmarks/_baseline`` (commit 8518479)
+in the same run, old and new alternated in fresh subprocesses; then one default 64^3 fit
+with each. ``--omp-check`` measures training steps/s and projection time with persp3d's own
+OpenMP policy (no variable), with ``OMP_WAIT_POLICY=PASSIVE`` set outside, and with torch
+imported first (the old default).
+
+    python benchmarks/bench_projection.py --fit                    # ~10 min on 2 busy cores
+    python benchmarks/bench_projection.py --fit --volumes fit --no-fit-run
+    python benchmarks/bench_projection.py --omp-check --omp-rounds 3
 """
 
 from __future__ import annotations
@@ -41,6 +54,10 @@ import subprocess
 import sys
 import time
 
+# persp3d before torch: it sets OMP_WAIT_POLICY, as for every entry point.
+import persp3d  # noqa: F401
+
+# isort: split
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -245,7 +262,20 @@ def _versions() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child-kernel":
+        return _child_kernel(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--fit", action="store_true", help="one-volume kernels and a whole fit, old vs new"
+    )
+    parser.add_argument("--volumes", nargs="+", default=["fit", "rand"], choices=VOLUME_KINDS)
+    parser.add_argument("--no-fit-run", action="store_true", help="--fit without the fits")
+    parser.add_argument(
+        "--omp-check", action="store_true", help="steps/s with and without OMP_WAIT_POLICY"
+    )
+    parser.add_argument("--omp-rounds", type=int, default=3)
+    parser.add_argument("--omp-steps", type=int, default=10)
     parser.add_argument("--sizes", choices=sorted(SIZES), default="default")
     parser.add_argument("--quick", action="store_true", help="same as --sizes quick")
     parser.add_argument(
@@ -276,6 +306,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default=None, help="PNG path (default: next to --json)")
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.fit or args.omp_check:
+        rows = run_fit_benchmark(args) if args.fit else []
+        if args.omp_check:
+            rows += run_omp_check(args)
+        if args.json:
+            suffix = "_fit" if args.fit else "_omp"
+            path = os.path.splitext(args.json)[0] + suffix + ".json"
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            meta = {
+                "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "load_average_end": os.getloadavg()[0],
+                "versions": _versions(),
+            }
+            with open(path, "w") as f:
+                json.dump({**meta, "rows": rows}, f, indent=2)
+            print(f"wrote {path}")
+        return 0
 
     if args.child:
         method, B, V, R, hw, D, backward = args.child
@@ -382,6 +433,264 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# -- one-volume kernels against the frozen baseline (--fit), OpenMP policy (--omp-check) ----
+# (B, V, R, h, w, D): the fit's finest stage (64^3, D = 1.5 R), its R/2 stage, 8 volumes.
+FIT_SIZES = [(1, 11, 64, 120, 160, 96), (1, 11, 32, 120, 160, 48), (8, 11, 64, 120, 160, 96)]
+VOLUME_KINDS = ("fit", "rand", "binary")
+
+
+def _fit_like_volume(R: int, kind: str, B: int = 1) -> torch.Tensor:
+    """``(B, 1, R, R, R)`` test volumes: ``fit`` looks like a fitted occupancy (a procedural
+    chair's voxels as logits -8.5 / +8, box-blurred, through a sigmoid: 2e-4 outside, near 1
+    inside, as ``fit_volume`` leaves it), ``rand`` is uniform noise (the default
+    benchmark's), ``binary`` the chair's 0/1 voxels (ties for max)."""
+    if kind == "rand":
+        torch.manual_seed(0)
+        return torch.rand(B, 1, R, R, R)
+    from persp3d.datasets.shapes import make_shape
+
+    voxels = torch.from_numpy(make_shape("chair", 3).voxels(R)).float().reshape(1, 1, R, R, R)
+    if kind == "binary":
+        return voxels.expand(B, 1, R, R, R).contiguous()
+    logits = torch.nn.functional.avg_pool3d(voxels * 16.5 - 8.5, 3, stride=1, padding=1)
+    return torch.sigmoid(logits).expand(B, 1, R, R, R).contiguous()
+
+
+def _kernel_module(which: str):
+    """``new``: persp3d's fused CPU kernels; ``old``: the frozen copy (benchmarks/_baseline)."""
+    if which == "old":
+        sys.path.insert(0, ROOT)
+        from benchmarks._baseline import cpu as module
+    else:
+        from persp3d.kernels import cpu as module
+    return module
+
+
+def measure_kernel(which, B, V, R, h, w, D, mode, backward, kind, repeats) -> dict:
+    """Child: seconds (median wall, and CPU) per fused call of one kernel version."""
+    import persp3d as p3
+    from persp3d.projection import _prepare
+
+    module = _kernel_module(which)
+    cams = p3.orbit_cameras(n_views=V, image_size=(h, w), elevation=20.0)
+    volume = _fit_like_volume(R, kind, B)
+    frustum, per_volume = _prepare(volume, cams, None, D, None, "depth", None, None)
+    geometry = (
+        frustum.origins.reshape(-1, 3),
+        frustum.directions.reshape(-1, h, w, 3),
+        frustum.depths.reshape(-1, D),
+    )
+
+    def call():
+        v = volume.clone().requires_grad_(backward)
+        out = module.fused_project_cpu(v, *geometry, per_volume, mode)
+        if backward:
+            out.backward(torch.ones_like(out))
+
+    call()  # warm-up (numba's cache)
+    times, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        call()
+        times.append(time.perf_counter() - t0)
+        cpus.append(_cpu_seconds() - c0)
+    times.sort()
+    cpus.sort()
+    return {"seconds": times[len(times) // 2], "cpu_seconds": cpus[len(cpus) // 2]}
+
+
+def measure_fit(which: str) -> dict:
+    """Child: one default ``fit_volume`` (64^3, 11 views of 160 x 120 of a procedural chair)
+    with the current kernels or the frozen baseline patched in."""
+    import persp3d as p3
+    import persp3d.kernels.cpu as current
+
+    if which == "old":
+        current.fused_project_cpu = _kernel_module("old").fused_project_cpu
+    voxels = _fit_like_volume(64, "binary")
+    cams = p3.orbit_cameras(n_views=11, image_size=(120, 160), elevation=20.0)
+    with torch.no_grad():
+        sil = p3.project(voxels, cams, depth_samples=128, backend="reference")[0]
+    sil = (sil > 0.5).float()  # (11, 1, 120, 160)
+    p3.fit_volume(cams, sil, 64, steps=[1, 1])  # warm-up
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    result = p3.fit_volume(cams, sil, 64)
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    occupied = result.occupancy > 0.5
+    iou = (occupied & (voxels > 0.5)).sum() / (occupied | (voxels > 0.5)).sum()
+    return {"seconds": seconds, "cpu_seconds": cpu, "misfit": result.misfit, "iou": float(iou)}
+
+
+def run_fit_benchmark(args) -> list[dict]:
+    """One-volume projection (and 8 volumes) and a whole fit, baseline vs current kernels,
+    each in a fresh subprocess, alternating old / new so that both see the same load."""
+    print(
+        f"fused CPU kernels: frozen baseline (benchmarks/_baseline, commit 8518479) vs current; "
+        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} threads, load average "
+        f"{os.getloadavg()[0]:.1f}; Msamples/s = B V h w D / median wall time"
+    )
+    header = (
+        f"{'size':30} {'volume':7} {'mode':10} {'pass':8} {'old Ms/s':>9} {'new Ms/s':>9} "
+        f"{'x wall':>7} {'x cpu':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for B, V, R, h, w, D in FIT_SIZES:
+        name = f"B{B} V{V} {R}^3 {w}x{h} D{D}"
+        samples = B * V * h * w * D
+        for kind in args.volumes:
+            for mode in ("absorption", "max"):
+                for backward in (False, True):
+                    res = {}
+                    for which in ("old", "new"):
+                        child = ["kernel", which, B, V, R, h, w, D, mode, int(backward), kind]
+                        res[which] = run_child_args(
+                            [*map(str, child), "--repeats", str(args.repeats)], args.timeout
+                        )
+                    row = {"size": name, "volume": kind, "mode": mode, "samples": samples}
+                    row["pass"] = "fwd+bwd" if backward else "fwd"
+                    row.update({f"{k}_{m}": v for k, r in res.items() for m, v in r.items()})
+                    line = f"{name:30} {kind:7} {mode:10} {row['pass']:8} "
+                    if "seconds" in res["old"] and "seconds" in res["new"]:
+                        row["old_msamples_per_s"] = samples / res["old"]["seconds"] / 1e6
+                        row["new_msamples_per_s"] = samples / res["new"]["seconds"] / 1e6
+                        row["ratio_wall"] = res["old"]["seconds"] / res["new"]["seconds"]
+                        row["ratio_cpu"] = res["old"]["cpu_seconds"] / res["new"]["cpu_seconds"]
+                        line += (
+                            f"{row['old_msamples_per_s']:9.1f} {row['new_msamples_per_s']:9.1f} "
+                            f"{row['ratio_wall']:7.2f} {row['ratio_cpu']:7.2f}"
+                        )
+                    else:
+                        line += f"skipped: {res['old'].get('skipped') or res['new'].get('skipped')}"
+                    rows.append(row)
+                    print(line, flush=True)
+    if not args.no_fit_run:
+        fits = {w: run_child_args(["fit", w], args.timeout) for w in ("old", "new")}
+        for which, res in fits.items():
+            rows.append({"fit": which, **res})
+            if "seconds" in res:
+                print(
+                    f"fit_volume 64^3, 11 views 160x120, defaults, {which} kernels: "
+                    f"{res['seconds']:.1f} s wall, {res['cpu_seconds']:.1f} s CPU, misfit "
+                    f"{res['misfit']:.5f}, IoU vs voxels {res['iou']:.3f}"
+                )
+            else:
+                print(f"fit ({which}): {res.get('skipped')}")
+        if all("seconds" in r for r in fits.values()):
+            print(
+                f"fit: {fits['old']['seconds'] / fits['new']['seconds']:.2f}x faster (wall), "
+                f"{fits['old']['cpu_seconds'] / fits['new']['cpu_seconds']:.2f}x (CPU)"
+            )
+    return rows
+
+
+_OMP_CHILD = r"""
+import os, sys
+if {torch_first}:
+    import torch
+sys.path.insert(0, {here!r})
+import bench_projection as bench
+print(bench.json.dumps(bench.measure_policy({steps})))
+"""
+
+
+def measure_policy(steps: int) -> dict:
+    """Child: steps/s of a short synthetic training loop (the default model, batch 16 with 8
+    per-object views, max projection to 32 x 32 at D = 48, as ``persp3d train``) and the
+    fused projection's fwd+bwd time (B=1, V=11, 64^3, 160 x 120, D=96, absorption)."""
+    import persp3d as p3
+    from persp3d.models import OccupancyPredictor
+
+    torch.manual_seed(0)
+    model = OccupancyPredictor()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    B, V = 16, 8
+    base = p3.orbit_cameras(n_views=V, image_size=(32, 32))
+    cams = p3.Cameras(
+        base.K.expand(B, V, 3, 3), base.R.expand(B, V, 3, 3), base.t.expand(B, V, 3), (32, 32)
+    )
+    images = torch.rand(B, 3, 64, 64)
+    target = (torch.rand(B, V, 1, 32, 32) > 0.5).float()
+
+    def step():
+        occupancy = torch.sigmoid(model(images))
+        sil = p3.project(occupancy, cams, depth_samples=48, mode="max")
+        loss = (sil - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    steps_per_s = steps / (time.perf_counter() - t0)
+    one = measure_kernel("new", 1, 11, 64, 120, 160, 96, "absorption", True, "fit", 3)
+    return {
+        "policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "torch_first": bool(getattr(p3, "_TORCH_FIRST", False)),
+        "steps_per_s": steps_per_s,
+        "projection_seconds": one["seconds"],
+    }
+
+
+def run_omp_check(args) -> list[dict]:
+    """Training steps/s and one-volume projection time under three start-ups, alternated
+    ``--omp-rounds`` times: persp3d imported first with no variable (the default as shipped),
+    ``OMP_WAIT_POLICY=PASSIVE`` set outside, and torch imported first with no variable (what
+    every entry point did before persp3d set the policy itself)."""
+    cases = {
+        "default (no variable)": (False, None),
+        "PASSIVE set outside": (False, "PASSIVE"),
+        "torch first, no variable": (True, None),
+    }
+    print(f"OpenMP wait policy check: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    results: dict[str, list[dict]] = {name: [] for name in cases}
+    for _ in range(args.omp_rounds):
+        for name, (torch_first, policy) in cases.items():
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy:
+                env["OMP_WAIT_POLICY"] = policy
+            code = _OMP_CHILD.format(torch_first=torch_first, here=HERE, steps=args.omp_steps)
+            try:
+                out = subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                    timeout=args.timeout,
+                )  # fmt: skip
+                results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError):
+                print(f"{name}: failed: {(out.stderr or '?').strip()[-300:]}")
+    rows = []
+    print(f"{'start-up':28} {'policy seen':12} {'train steps/s':>14} {'projection s':>13}")
+    for name, runs in results.items():
+        if not runs:
+            continue
+        steps = sorted(r["steps_per_s"] for r in runs)[len(runs) // 2]
+        proj = sorted(r["projection_seconds"] for r in runs)[len(runs) // 2]
+        rows.append({"case": name, "runs": runs, "steps_per_s": steps, "projection_seconds": proj})
+        print(f"{name:28} {runs[0]['policy']:12} {steps:14.2f} {proj:13.3f}")
+    return rows
+
+
+def run_child_args(args: list[str], timeout: float) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-kernel", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {timeout:.0f} s"}
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {"skipped": f"failed: {last[:120]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _format(row: dict) -> str:
     lead = f"{row['size']:26} {row['pass']:8} {row['method']:10}"
     if "seconds" not in row:
@@ -407,6 +716,25 @@ def _summary(rows: list[dict]) -> None:
                     f"{row['speedup_vs_naive']:.1f}x faster (goal >= 10x), "
                     f"{row['memory_ratio_vs_naive']:.1f}x less peak memory (goal >= 20x)"
                 )
+
+
+def _child_kernel(argv: list[str]) -> int:
+    """``kernel which B V R h w D mode backward volume [--repeats n]`` or ``fit which``."""
+    repeats = 3
+    if "--repeats" in argv:
+        i = argv.index("--repeats")
+        repeats = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
+    if argv[0] == "fit":
+        res = measure_fit(argv[1])
+    else:
+        which, B, V, R, h, w, D, mode, backward, kind = argv[1:]
+        res = measure_kernel(
+            which, int(B), int(V), int(R), int(h), int(w), int(D), mode, backward == "1",
+            kind, repeats,
+        )  # fmt: skip
+    print(json.dumps(res))
+    return 0
 
 
 if __name__ == "__main__":

@@ -505,3 +505,62 @@ def test_fused_peak_memory_is_a_twentieth_of_the_naive_one():
         peaks[method] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
     assert peaks["naive"] > 400, peaks
     assert peaks["fused"] * 20 <= peaks["naive"], peaks
+
+
+# -- OpenMP wait policy ----------------------------------------------------------------------
+def _python(code: str, **env_changes) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(env_changes)
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+_FUSED_CALL = (
+    "torch.set_num_threads(2); v = torch.rand(1, 1, 4, 4, 4); "
+    "c = p3.orbit_cameras(n_views=2, image_size=(4, 4)); "
+    "[p3.project(v, c, depth_samples=4, backend='fused') for _ in range(2)]; "
+)
+
+
+def test_importing_persp3d_first_makes_torch_openmp_threads_sleep():
+    """With no variable set, ``import persp3d`` chooses OMP_WAIT_POLICY=PASSIVE before torch
+    loads its OpenMP runtime (which reads it only then), and no warning follows."""
+    code = (
+        "import os, persp3d as p3, torch; " + _FUSED_CALL + "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["PASSIVE"]
+    assert "ThreadingWarning" not in result.stderr
+
+
+def test_a_policy_chosen_outside_is_kept():
+    result = _python(
+        "import os, persp3d; print(os.environ['OMP_WAIT_POLICY'])", OMP_WAIT_POLICY="ACTIVE"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ACTIVE"]
+
+
+def test_torch_imported_first_warns_once_at_the_first_fused_call():
+    code = (
+        "import os, torch, persp3d as p3; "
+        + _FUSED_CALL
+        + "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["None"]  # too late to set: torch has read it
+    assert result.stderr.count("ThreadingWarning") == 1
+    assert "Import persp3d before torch, or set OMP_WAIT_POLICY=PASSIVE" in result.stderr
+    # ... and not when the environment chose a policy.
+    quiet = _python(
+        code.replace("print(os.environ.get('OMP_WAIT_POLICY'))", "0"), OMP_WAIT_POLICY="PASSIVE"
+    )
+    assert quiet.returncode == 0 and "ThreadingWarning" not in quiet.stderr

@@ -16,9 +16,14 @@ pass needs no atomics; the per-block buffers cost at most ``2 * threads`` volume
 
 Performance note: after each parallel op, torch's idle OpenMP threads spin for a few
 milliseconds before they sleep, and on a busy machine that spinning takes CPU from these
-kernels' threads. ``OMP_WAIT_POLICY=PASSIVE`` in the environment (set before Python starts)
-makes them sleep at once; on the shared 2-core test machine it halved the fused forward +
-backward time and barely changed ``grid_sample``'s.
+kernels' threads. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep at once; on the shared 2-core
+test machine it halved the fused forward + backward time and barely changed
+``grid_sample``'s. torch's OpenMP runtime reads the variable once, when torch loads, so
+``import persp3d`` sets it when torch is not loaded yet (and the environment does not choose
+a policy): every entry point that imports persp3d first (the ``persp3d`` command, scripts
+that import persp3d before torch) runs at full speed with no variable set. When torch was
+imported first without a policy, the first multi-threaded fused call warns once
+(:class:`ThreadingWarning`).
 
 Convention:
     Inputs are a :class:`persp3d.Frustum`'s tensors, flattened to ``G`` cameras:
@@ -33,12 +38,13 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["available", "fused_project_cpu", "unavailable_reason"]
+__all__ = ["ThreadingWarning", "available", "fused_project_cpu", "unavailable_reason"]
 
 MODES = ("max", "absorption")
 
@@ -86,6 +92,31 @@ def _reset_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pool)
+
+
+class ThreadingWarning(RuntimeWarning):
+    """torch was imported before persp3d without ``OMP_WAIT_POLICY``: its idle OpenMP
+    threads spin and slow the fused CPU kernels on a busy machine."""
+
+
+_warned_spinning = False
+
+
+def _warn_spinning_openmp() -> None:
+    global _warned_spinning
+    import persp3d
+
+    if _warned_spinning or not getattr(persp3d, "_OPENMP_SPINS", False):
+        return
+    _warned_spinning = True
+    warnings.warn(
+        "torch was imported before persp3d with OMP_WAIT_POLICY unset: torch's idle OpenMP "
+        "threads spin after each op and take the cores the fused projection kernels need "
+        "(up to 6x slower on a busy 2-core machine). Import persp3d before torch, or set "
+        "OMP_WAIT_POLICY=PASSIVE in the environment before Python starts.",
+        ThreadingWarning,
+        stacklevel=5,
+    )
 
 
 def _run_threads(kernel, *args) -> None:
@@ -259,6 +290,8 @@ def fused_project_cpu(
         raise ValueError(f"the fused CPU kernels support modes {MODES}; got {mode!r}")
     if _load() is None:
         raise RuntimeError(f"the fused CPU backend is unavailable: {_import_error}")
+    if torch.get_num_threads() > 1:
+        _warn_spinning_openmp()  # stacklevel 5: the caller of persp3d.project
     B = volume.shape[0]
     G = origins.shape[0]
     n_views = G // B if per_volume else G
