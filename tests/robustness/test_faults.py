@@ -152,36 +152,40 @@ def test_disk_full_during_training_loses_nothing_but_the_unsaved_steps(
 # -- SIGKILL during dataset generation -------------------------------------------------------
 @pytest.mark.slow
 def test_data_generation_killed_midway_resumes_to_identical_manifest_and_items(cli, tmp_path):
-    argv = ["data", "make", "procedural", "--categories", "mug", "table", "--per-category", "5"]
+    argv = ["data", "make", "procedural", "--categories", "mug", "table", "--per-category", "8"]
     argv += ["--views", "3", "--image-size", "16", "--voxels", "8", "--no-depth"]
     argv += ["--workers", "0", "--no-progress"]
     reference = tmp_path / "reference"
     status, err = cli(*argv, "--out", reference)
     assert status == 0, err
+    total = len(manifest_of(reference)["items"])
+
+    def written() -> int:
+        return len(list((out / "items").rglob("*.npz"))) if (out / "items").exists() else 0
 
     out = tmp_path / "killed"
     rng = random.Random(SEED + 1)
     kills, moments = 0, []
     for _ in range(6):
+        start = written()
         proc = _popen([*argv, "--out", out], tmp_path)
         if kills < 2:
+            # a random number of items into this run (each item is written in ~50 ms)
+            target = min(total - 1, start + rng.randint(1, 4))
             t0 = time.monotonic()
-            while proc.poll() is None and time.monotonic() - t0 < 120:
-                items = list((out / "items").rglob("*.npz")) if (out / "items").exists() else []
-                if (out / "manifest.json").exists() and len(items) >= 1 + 3 * kills:
-                    break
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.4))
+            while proc.poll() is None and time.monotonic() - t0 < 120 and written() < target:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.03))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
-                moments.append(len(list((out / "items").rglob("*.npz"))))
+                moments.append(written())
         _, err = proc.communicate(timeout=300)
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     assert proc.returncode == 0 and kills >= 1, moments
-    print(f"data generation killed {kills} times, at {moments} items written")
+    print(f"data generation killed {kills} times, at {moments} of {total} items written")
     assert manifest_of(out) == manifest_of(reference), f"kills at {moments} items"
     files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
