@@ -13,16 +13,17 @@ at ``box.min + (i + 0.5, j + 0.5, k + 0.5) * voxel_size``; cameras ``(V,)``; sil
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from persp3d._checks import check_image_size
+from persp3d._checks import check_finite, check_image_size
 from persp3d.cameras import Cameras
 from persp3d.checking import _check_views, object_silhouettes
 from persp3d.grids import near_far
@@ -31,10 +32,13 @@ from persp3d.volume import VolumeBox
 
 __all__ = [
     "CameraCorrection",
+    "FitConfig",
     "FitResult",
     "default_steps",
+    "fit_silhouettes",
     "fit_volume",
     "perturb_cameras",
+    "pixel_angles",
     "rotation_from_axis_angle",
     "visual_hull",
 ]
@@ -169,7 +173,11 @@ class CameraCorrection:
         return Cameras(K, R, t, cameras.image_size, validate=False)
 
     def penalty(
-        self, weight: float, gauge_weight: float, centres: torch.Tensor | None = None
+        self,
+        weight: float,
+        gauge_weight: float,
+        centres: torch.Tensor | None = None,
+        pixel: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The prior on the corrections: ``weight`` times their mean square, plus
         ``gauge_weight`` times the square of what they share across the views.
@@ -180,7 +188,12 @@ class CameraCorrection:
         ``centres`` ``(V, 3)`` relative to the object, the mean orbit about the object
         (``mean(c x dc / |c|^2)``) and the mean change of distance (``mean(c . dc / |c|^2)``);
         keeping it at zero leaves each correction to undo its own camera's error.
-        Translations are measured relative to the camera distances, rotations in radians.
+
+        Units: translations are measured relative to the camera distances (world units
+        without ``centres``), rotations in radians, focal changes as log scales; with
+        ``pixel`` ``(V,)`` (each view's angular pixel size in radians, see
+        :func:`pixel_angles`) every term is divided by it, so that the penalty counts
+        pixels of image motion and means the same at any scale and field of view.
 
         Returns:
             ``()`` the penalty.
@@ -190,19 +203,17 @@ class CameraCorrection:
             r2 = torch.ones_like(dc[:, :1])  # (V, 1): translations in world units
         else:
             r2 = centres.square().sum(-1, keepdim=True).clamp_min(1e-12)  # (V, 1)
-        own = (
-            self.rotation.square().sum(-1).mean()
-            + (dc.square() / r2).sum(-1).mean()
-            + self.log_focal.square().mean()
-        )
-        shared = (
-            self.rotation.mean(0).square().sum()
-            + (dc / r2.sqrt()).mean(0).square().sum()
-            + self.log_focal.mean().square()
-        )
+        unit = torch.ones_like(dc[:, 0]) if pixel is None else pixel.to(dc)  # (V,)
+        rotation = self.rotation / unit[:, None]  # (V, 3)
+        shift = dc / r2.sqrt() / unit[:, None]  # (V, 3)
+        focal = self.log_focal / unit  # (V,)
+        own = rotation.square().sum(-1).mean() + shift.square().sum(-1).mean()
+        own = own + focal.square().mean()
+        shared = rotation.mean(0).square().sum() + shift.mean(0).square().sum()
+        shared = shared + focal.mean().square()
         if centres is not None:
-            orbit = (torch.linalg.cross(centres, dc, dim=-1) / r2).mean(0)  # (3,)
-            scale = ((centres * dc).sum(-1, keepdim=True) / r2).mean()
+            orbit = (torch.linalg.cross(centres, dc, dim=-1) / r2 / unit[:, None]).mean(0)  # (3,)
+            scale = ((centres * dc).sum(-1) / r2[:, 0] / unit).mean()
             shared = shared + orbit.square().sum() + scale.square()
         return weight * own + gauge_weight * shared
 
@@ -271,6 +282,186 @@ def perturb_cameras(
     )
 
 
+# -- options --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FitConfig:
+    """Every option of :func:`fit_volume`, in one place: ``persp3d fit`` turns each field
+    into a command-line flag (``--camera-lr``, ``--no-coarse-to-fine``...) with the field's
+    default and docstring. Values are checked when the config is made (``ValueError``
+    naming the field); change them with :meth:`replace`.
+
+    Camera corrections are measured in **pixels** of image motion at the fit's image size:
+    a rotation of one unit turns a camera by its angular pixel size, a translation of one
+    unit moves its centre by its distance to the box times that angle (the object moves by
+    about a pixel either way), so the same settings suit a unit-sized scene seen at 40
+    degrees and a 10 cm object seen at 11 degrees from 0.65 m.
+    """
+
+    resolution: int = 64
+    """R of the fitted grid over the box (the finest stage)."""
+    steps: tuple[int, ...] | None = None
+    """Adam steps per stage, one count for every stage or one per stage (coarse, fine);
+    default 100, 60, or 200, 120 with refine_cameras (see :func:`default_steps`)."""
+    lr: float = 0.1
+    """Adam learning rate of the logits."""
+    smoothness: float = 0.0
+    """Weight of the smoothness prior (mean squared difference of neighbouring voxels)."""
+    fill: float = 0.5
+    """Weight of the prior towards occupancy (0 leaves unseen space at its start)."""
+    coarse_to_fine: bool = True
+    """Fit at R / 2 first, then upsample the logits (trilinear) to R (only for R >= 32)."""
+    views_per_step: int | None = None
+    """Views projected per step, drawn at random; default 8, or every view with
+    refine_cameras (each correction then gets a gradient at every step); 0: every view."""
+    depth_samples: int | None = None
+    """Samples per ray (default 1.5 R at each stage)."""
+    out_size: tuple[int, int] | None = None
+    """(h, w) of the projections (default the silhouettes' size; larger sizes compare with
+    nearest-neighbour upsampled silhouettes, smaller ones with area-averaged ones)."""
+    upsample: int = 1
+    """Project sigmoid of the logits upsampled this many times (trilinear): surfaces between
+    voxel centres, closer agreement with the silhouettes, slower steps."""
+    mode: str = "absorption"
+    """Projection mode (see persp3d.project); absorption fits best: max sends each background
+    ray's gradient to one sample only, and the fill prior then overgrows thin parts."""
+    pyramid: bool | None = None
+    """Fit each coarse stage against silhouettes (and rays) scaled down with it; widens the
+    basin of camera errors of several pixels; default on with refine_cameras."""
+    lr_decay: bool = True
+    """Lower the learning rates (lr and the cameras') to a tenth along a cosine in each
+    stage."""
+    refine_cameras: bool = False
+    """Also fit per-view rotation and centre corrections (and focal ones with refine_focal)."""
+    camera_lr: float = 0.3
+    """Adam learning rate of the camera rotations (and focal lengths), in pixels of image
+    motion per step."""
+    camera_shift_lr: float = 0.1
+    """Adam learning rate of the camera centres, in pixels of image motion per step. Lower
+    than camera_lr: seen from afar, turning a camera and moving it sideways shift the image
+    alike, and at equal rates the pair drifts apart (centres off by 4 px, turns by 5 px, where
+    the error was 2 and 5); the centres then only take what turns cannot explain."""
+    camera_prior: float = 1e-3
+    """Weight of the mean squared camera correction, in pixels (keeps each one small)."""
+    gauge_prior: float = 0.1
+    """Weight of the squared mean correction over the views, in pixels: moving every camera
+    alike (with the volume) explains the silhouettes as well as the truth does."""
+    refine_focal: bool = False
+    """With refine_cameras, refine the focal lengths too (for a camera far from a small
+    object a focal change and a move along the optical axis give nearly the same image)."""
+    seed: int = 0
+    """Seed of the view subsets."""
+    time_limit: float | None = None
+    """Stop each start of the fit after this many seconds (checked after each step)."""
+    restarts: int = 1
+    """Fit this many times, start k with the logits' learning rate lr / 2^k, and keep the
+    fit with the lowest misfit against every silhouette (each restart costs a whole fit)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, int) and not isinstance(self.steps, bool):
+            object.__setattr__(self, "steps", (self.steps,))
+        elif self.steps is not None and not isinstance(self.steps, (str, bytes)):
+            try:
+                object.__setattr__(self, "steps", tuple(self.steps))
+            except TypeError:
+                pass
+        if self.out_size is not None:
+            size = self.out_size
+            if isinstance(size, (tuple, list)) and len(size) == 1:
+                size = size[0]  # "--out-size 64": square
+            object.__setattr__(self, "out_size", check_image_size(size, "out_size"))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field whose value is out of range."""
+
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+
+        def number(name: str, positive: bool, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+            if not ok:
+                bound = "> 0" if positive else ">= 0"
+                raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+
+        def flag(name: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (optional and value is None)):
+                raise ValueError(f"{name} must be True or False; got {value!r}")
+
+        integer("resolution", 2)
+        if self.steps is not None:
+            if (
+                not isinstance(self.steps, tuple)
+                or not self.steps
+                or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.steps)
+            ):
+                raise ValueError(
+                    f"steps must be an int >= 0 or one such int per stage; got {self.steps!r}"
+                )
+        number("lr", positive=True)
+        number("smoothness", positive=False)
+        number("fill", positive=False)
+        flag("coarse_to_fine")
+        integer("views_per_step", 0, optional=True)
+        integer("depth_samples", 1, optional=True)
+        integer("upsample", 1)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
+        flag("pyramid", optional=True)
+        flag("lr_decay")
+        flag("refine_cameras")
+        number("camera_lr", positive=True)
+        number("camera_shift_lr", positive=True)
+        number("camera_prior", positive=False)
+        number("gauge_prior", positive=False)
+        flag("refine_focal")
+        integer("seed", 0)
+        if self.time_limit is not None and not (
+            isinstance(self.time_limit, (int, float))
+            and not isinstance(self.time_limit, bool)
+            and self.time_limit > 0
+        ):
+            raise ValueError(f"time_limit must be a number > 0 (seconds); got {self.time_limit!r}")
+        integer("restarts", 1)
+
+    def replace(self, **changes: Any) -> FitConfig:
+        """A copy with ``changes`` (checked); an unknown name raises ``ValueError``."""
+        names = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise ValueError(f"unknown fit option(s) {unknown}; known: {names}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe values (tuples become lists)."""
+        return {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in fields(self)
+            for v in (getattr(self, f.name),)
+        }
+
+    def stage_steps(self) -> list[int]:
+        """The Adam steps of each stage this config runs."""
+        stages = _stage_resolutions(self.resolution, self.coarse_to_fine)
+        if self.steps is None:
+            return default_steps(self.resolution, self.coarse_to_fine, self.refine_cameras)
+        if len(self.steps) == 1:
+            return list(self.steps) * len(stages)
+        if len(self.steps) != len(stages):
+            raise ValueError(
+                f"steps must give one count per stage {stages}; got {list(self.steps)}"
+            )
+        return list(self.steps)
+
+
 # -- fitting --------------------------------------------------------------------------------
 @dataclass
 class FitResult:
@@ -281,13 +472,15 @@ class FitResult:
         occupancy: ``(1, 1, R, R, R)`` ``sigmoid(logits)`` in ``[0, 1]``.
         cameras: the cameras the volume was fitted with (refined ones with camera
             refinement), batch shape ``(V,)``.
-        correction: the fitted :class:`CameraCorrection`, or None without refinement.
+        correction: the fitted :class:`CameraCorrection` (radians, world units), or None
+            without refinement.
         history: one dict per step: ``step``, ``stage``, ``resolution``, ``out_size`` (of the
             projections), ``loss``, ``data``, ``seconds``.
         seconds: wall-clock time of the fit.
         box: the volume's box.
         misfit: BCE of the result's projections (with ``cameras``) against every view's
             silhouette at the fit's image size: what ``restarts`` compares.
+        config: the options the fit ran with.
     """
 
     logits: torch.Tensor
@@ -298,6 +491,7 @@ class FitResult:
     seconds: float = 0.0
     box: VolumeBox = field(default_factory=VolumeBox)
     misfit: float = math.nan
+    config: FitConfig = field(default_factory=FitConfig)
 
     def volume(self, threshold: float = 0.5) -> torch.Tensor:
         """``(1, 1, R, R, R)`` binary occupancy (float)."""
@@ -317,6 +511,39 @@ def default_steps(resolution: int, coarse_to_fine: bool, refine_cameras: bool) -
     coarse, fine = (200, 120) if refine_cameras else (100, 60)
     stages = _stage_resolutions(resolution, coarse_to_fine)
     return [coarse] * (len(stages) - 1) + [fine]
+
+
+def pixel_angles(cameras: Cameras, image_size: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Each camera's angular pixel size: radians per pixel at the principal point.
+
+    Args:
+        cameras: batch shape ``(V,)``.
+        image_size: ``(H, W)`` the pixels are counted at (default ``cameras.image_size``);
+            the intrinsics are rescaled to it.
+
+    Returns:
+        ``(V,)`` ``1 / sqrt(fx * fy)`` in radians.
+    """
+    if image_size is not None:
+        cameras = cameras.resized(*check_image_size(image_size))
+    focal = cameras.focal_length  # (V, 2)
+    return 1.0 / (focal[..., 0] * focal[..., 1]).abs().sqrt()
+
+
+def fit_silhouettes(silhouettes: torch.Tensor, name: str = "silhouettes") -> torch.Tensor:
+    """Silhouettes checked for a fit: ``(V, 1, H, W)`` float in ``[0, 1]``.
+
+    NaN or infinite values and values beyond ``[0, 1]`` (by more than ``1e-3``, e.g. 8-bit
+    masks in ``0..255``) raise ``ValueError``; values within ``1e-3`` of the range (a
+    binary volume's projection reaches ``1 + 1.2e-7``) are clamped.
+    """
+    sil = object_silhouettes(silhouettes, name)
+    check_finite(sil, name)
+    lo, hi = float(sil.min()), float(sil.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        hint = " (8-bit masks? divide by 255)" if hi > 1.5 else ""
+        raise ValueError(f"{name} must be in [0, 1]; got values in [{lo:g}, {hi:g}]{hint}")
+    return sil.clamp(0.0, 1.0)
 
 
 def _targets(sil: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
@@ -345,40 +572,44 @@ def _smoothness(occupancy: torch.Tensor) -> torch.Tensor:
     return sum(occupancy.diff(dim=d).square().mean() for d in (2, 3, 4))  # type: ignore[return-value]
 
 
+class _PixelCorrection:
+    """The unknowns of camera refinement in pixels of image motion: ``rotation`` ``(V, 3)``
+    in units of each view's angular pixel size, ``translation`` ``(V, 3)`` in units of its
+    distance to the box centre times that angle, ``focal`` ``(V,)`` in units of that angle
+    (a log scale); :meth:`physical` turns them into a :class:`CameraCorrection`."""
+
+    def __init__(self, pixel: torch.Tensor, distance: torch.Tensor) -> None:
+        V = pixel.shape[0]
+        self.pixel = pixel  # (V,) radians per pixel
+        self.distance = distance  # (V,) world units
+        self.rotation = torch.zeros(V, 3, device=pixel.device, requires_grad=True)
+        self.translation = torch.zeros(V, 3, device=pixel.device, requires_grad=True)
+        self.focal = torch.zeros(V, device=pixel.device, requires_grad=True)
+
+    def physical(self) -> CameraCorrection:
+        return CameraCorrection(
+            self.rotation * self.pixel[:, None],
+            self.translation * (self.distance * self.pixel)[:, None],
+            self.focal * self.pixel,
+        )
+
+
 def fit_volume(
     cameras: Cameras,
     silhouettes: torch.Tensor,
-    resolution: int = 64,
+    resolution: int | None = None,
     *,
     box: VolumeBox | None = None,
-    steps: int | Sequence[int] | None = None,
-    lr: float = 0.1,
-    smoothness: float = 0.0,
-    fill: float = 0.5,
-    coarse_to_fine: bool = True,
-    views_per_step: int | None = None,
-    depth_samples: int | None = None,
-    out_size: int | Sequence[int] | None = None,
-    upsample: int = 1,
-    mode: str = "absorption",
-    pyramid: bool | None = None,
-    lr_decay: bool = True,
-    refine_cameras: bool = False,
-    camera_lr: float = 5e-3,
-    camera_prior: float = 0.1,
-    gauge_prior: float = 10.0,
-    refine_focal: bool = False,
-    seed: int = 0,
-    time_limit: float | None = None,
+    config: FitConfig | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    restarts: int = 1,
+    **overrides: Any,
 ) -> FitResult:
     """Fit a dense volume to one object's silhouettes (shape from silhouettes).
 
     The unknowns are logits ``(1, 1, R, R, R)`` (occupancy = sigmoid) and, with
-    ``refine_cameras``, a :class:`CameraCorrection` per view. Each step projects the
-    occupancy into a random subset of views with :func:`persp3d.project` in
-    ``"absorption"`` mode and minimises
+    ``refine_cameras``, a correction of each view's rotation and centre (and focal length).
+    Each step projects the occupancy into a random subset of views with
+    :func:`persp3d.project` in ``"absorption"`` mode and minimises
 
         ``BCE(projection, silhouette) + fill * mean(1 - occupancy)
         + smoothness * sum_axes mean((o[i+1] - o[i])^2) + correction.penalty(...)``
@@ -401,142 +632,107 @@ def fit_volume(
     (airplane, bench, chair, display), in about 6 s on 2 cores; 3D IoU against the exact
     voxels 0.617, the hull's 0.611.
 
+    Camera refinement is scale-free: the corrections are optimised in pixels of image motion
+    at the fit's image size (see :class:`FitConfig`), their learning rate and priors too, so
+    a scene in metres seen through a long lens behaves as a unit scene at 40 degrees does.
+
     Args:
-        cameras: batch shape ``(V,)``.
-        silhouettes: ``(V, 1, H, W)`` (or ``(V, H, W)``) in ``[0, 1]``.
-        resolution: ``R`` of the fitted grid over ``box``.
+        cameras: batch shape ``(V,)``. ``cameras`` and ``silhouettes`` may also be passed
+            the other way round (``fit_volume(silhouettes, cameras)``).
+        silhouettes: ``(V, 1, H, W)`` (or ``(V, H, W)``) in ``[0, 1]`` (see
+            :func:`fit_silhouettes`).
+        resolution: ``R`` (overrides ``config.resolution``).
         box: the volume's box (default ``VolumeBox()``).
-        steps: Adam steps per stage (an int for every stage, or one per stage); default
-            100 at the coarse stage and 60 at the finest, 200 and 120 with
-            ``refine_cameras``.
-        lr: Adam learning rate of the logits.
-        smoothness: weight of the smoothness prior.
-        fill: weight of the prior towards occupancy (0 leaves unseen space at its start).
-        coarse_to_fine: fit at ``R / 2`` first, then upsample the logits (trilinear) to
-            ``R`` and go on (only for ``R >= 32``).
-        views_per_step: views projected per step, drawn at random; default 8, or every
-            view with ``refine_cameras`` (each view's correction then gets a gradient at
-            every step, which Adam needs to move it steadily); 0 for every view.
-        depth_samples: samples per ray (default ``1.5 R`` at each stage).
-        out_size: ``(h, w)`` of the projections (default the silhouettes' size; larger sizes
-            compare with nearest-neighbour upsampled silhouettes, smaller ones with
-            area-averaged ones).
-        upsample: project ``sigmoid`` of the logits upsampled ``upsample`` times
-            (trilinear) instead of the occupancy grid: surfaces between voxel centres,
-            closer agreement with the silhouettes, slower steps.
-        mode: the projection (see :func:`persp3d.project`); ``"absorption"`` fits best:
-            ``"max"`` sends each background ray's gradient to one sample only, and the
-            ``fill`` prior then overgrows thin parts.
-        pyramid: fit each coarse stage against silhouettes (and rays) scaled down with it,
-            e.g. 32 x 32 for the 32^3 stage of a 64^3 fit from 64 x 64 views. The coarse
-            images widen the basin of camera errors of several pixels; default on with
-            ``refine_cameras`` (without it, cameras off by 3 degrees (about 5 px here)
-            settled on a volume carved for the wrong views: silhouette IoU 0.925 instead
-            of 0.976 on a chair), off otherwise.
-        lr_decay: lower the learning rates (``lr`` and ``camera_lr``) from their value to a
-            tenth along a cosine in each stage.
-        refine_cameras: also fit per-view rotation, centre and focal corrections.
-        camera_lr: Adam learning rate of the corrections (radians, world units, log scale).
-        camera_prior: weight of the mean squared correction (keeps each one small).
-        gauge_prior: weight of the squared mean correction over the views (see
-            :meth:`CameraCorrection.penalty`).
-        refine_focal: with ``refine_cameras``, refine the focal lengths too. Off by default:
-            for a camera far from a small object, a focal change and a move along the
-            optical axis give nearly the same image, so the pair drifts together.
-        seed: seed of the view subsets.
-        time_limit: stop after this many seconds (checked after each step).
+        config: the options (default ``FitConfig()``).
         callback: called with each step's record (see ``FitResult.history``).
-        restarts: fit this many times, restart ``k`` with the logits' learning rate
-            ``lr / 2^k``, and keep the result with the lowest ``misfit``. Joint camera
-            refinement has local minima that depend on how fast the volume settles; each
-            restart costs a whole fit (``time_limit`` applies to each).
+        **overrides: fields of :class:`FitConfig` to change, e.g. ``refine_cameras=True``.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
-        ValueError: cameras that are not ``(V,)`` or do not match the silhouettes, bad sizes.
+        ValueError: cameras that are not ``(V,)`` or do not match the silhouettes,
+            silhouettes that are not finite or not in ``[0, 1]``, an option out of range
+            or unknown (the message names it).
 
     Convention: see the module docstring.
     """
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be a positive int; got {restarts!r}")
-    if restarts > 1:
-        options = dict(
-            box=box, steps=steps, smoothness=smoothness, fill=fill,
-            coarse_to_fine=coarse_to_fine, views_per_step=views_per_step,
-            depth_samples=depth_samples, out_size=out_size, upsample=upsample, mode=mode,
-            pyramid=pyramid, lr_decay=lr_decay, refine_cameras=refine_cameras,
-            camera_lr=camera_lr, camera_prior=camera_prior, gauge_prior=gauge_prior,
-            refine_focal=refine_focal, seed=seed, time_limit=time_limit, callback=callback,
-        )  # fmt: skip
-        best: FitResult | None = None
-        for k in range(restarts):
-            result = fit_volume(cameras, silhouettes, resolution, lr=lr / 2**k, **options)
-            if best is None or result.misfit < best.misfit:
-                best = result
-        assert best is not None
-        return best
-    start_time = time.perf_counter()
-    sil = object_silhouettes(silhouettes)
+    if isinstance(cameras, torch.Tensor) and isinstance(silhouettes, Cameras):
+        cameras, silhouettes = silhouettes, cameras
+    if config is not None and not isinstance(config, FitConfig):
+        raise ValueError(f"config must be a FitConfig; got {type(config).__name__}")
+    cfg = config if config is not None else FitConfig()
+    if resolution is not None:
+        overrides["resolution"] = resolution
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    sil = fit_silhouettes(silhouettes)
     _check_views(cameras, sil)
-    if not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an int >= 2; got {resolution!r}")
-    for name, value in (("lr", lr), ("camera_lr", camera_lr)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive; got {value!r}")
-    for name, value in (("fill", fill), ("smoothness", smoothness), ("camera_prior", camera_prior)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0; got {value!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    if not isinstance(upsample, int) or upsample < 1:
-        raise ValueError(f"upsample must be a positive int; got {upsample!r}")
-    if views_per_step is not None and (not isinstance(views_per_step, int) or views_per_step < 0):
-        raise ValueError(f"views_per_step must be an int >= 0 (0: all); got {views_per_step!r}")
+    if box is not None and not isinstance(box, VolumeBox):
+        raise ValueError(f"box must be a persp3d.VolumeBox; got {type(box).__name__}")
     box = box if box is not None else VolumeBox()
+    cfg.stage_steps()  # one count per stage, checked before any work
+    best: FitResult | None = None
+    for k in range(cfg.restarts):
+        result = _fit_once(cameras, sil, box, cfg, cfg.lr / 2**k, callback)
+        if best is None or result.misfit < best.misfit:
+            best = result
+    assert best is not None
+    return best
+
+
+def _fit_once(
+    cameras: Cameras,
+    sil: torch.Tensor,
+    box: VolumeBox,
+    cfg: FitConfig,
+    lr: float,
+    callback: Callable[[dict[str, Any]], None] | None,
+) -> FitResult:
+    """One start of :func:`fit_volume` (arguments checked) with the logits' rate ``lr``."""
+    start_time = time.perf_counter()
     device = sil.device
     cams0 = cameras.detach().to(dtype=torch.float32, device=device)
     sil = sil.to(torch.float32)
     V = cams0.batch_shape[0]
-    size = sil.shape[-2:] if out_size is None else check_image_size(out_size, "out_size")
-    targets = _targets(sil, tuple(size))  # (V, 1, h, w)
-    stages = _stage_resolutions(resolution, coarse_to_fine)
-    if steps is None:
-        per_stage = default_steps(resolution, coarse_to_fine, refine_cameras)
-    elif isinstance(steps, int):
-        per_stage = [steps] * len(stages)
-    else:
-        per_stage = [int(s) for s in steps]
-        if len(per_stage) != len(stages):
-            raise ValueError(f"steps must give one count per stage {stages}; got {list(steps)}")
+    size = tuple(sil.shape[-2:]) if cfg.out_size is None else tuple(cfg.out_size)
+    targets = _targets(sil, size)  # (V, 1, h, w)
+    resolution = cfg.resolution
+    stages = _stage_resolutions(resolution, cfg.coarse_to_fine)
+    per_stage = cfg.stage_steps()
+    views_per_step = cfg.views_per_step
     if views_per_step is None:
-        views_per_step = 0 if refine_cameras else 8
-    k = V if views_per_step == 0 else max(1, min(int(views_per_step), V))
-    gen = torch.Generator().manual_seed(int(seed))
+        views_per_step = 0 if cfg.refine_cameras else 8
+    k = V if views_per_step == 0 else max(1, min(views_per_step, V))
+    gen = torch.Generator().manual_seed(cfg.seed)
 
-    correction = CameraCorrection.zeros(V, device=device) if refine_cameras else None
+    unknowns: _PixelCorrection | None = None
     cam_opt = None
-    if correction is not None:
-        params = correction.parameters() if refine_focal else correction.parameters()[:2]
-        for p in params:
-            p.requires_grad_(True)
-        cam_opt = torch.optim.Adam(params, lr=camera_lr)
+    if cfg.refine_cameras:
         centres = cams0.centers - cams0.t.new_tensor(box.center)  # (V, 3) around the object
+        pixel = pixel_angles(cams0, size)  # (V,) radians per pixel at the fit's size
+        unknowns = _PixelCorrection(pixel, centres.norm(dim=-1))
+        turns = [unknowns.rotation] + ([unknowns.focal] if cfg.refine_focal else [])
+        cam_opt = torch.optim.Adam(
+            [
+                {"params": turns, "lr": cfg.camera_lr},
+                {"params": [unknowns.translation], "lr": cfg.camera_shift_lr},
+            ]
+        )
 
     history: list[dict[str, Any]] = []
     logits: torch.Tensor | None = None
     step = 0
     stop = False
+    use_pyramid = cfg.refine_cameras if cfg.pyramid is None else cfg.pyramid
     for stage, (res, n_steps) in enumerate(zip(stages, per_stage)):
-        D = depth_samples or max(16, round(1.5 * res))
-        use_pyramid = refine_cameras if pyramid is None else pyramid
+        D = cfg.depth_samples or max(16, round(1.5 * res))
         if use_pyramid and res < resolution:
             scale = res / resolution
             stage_size = tuple(max(8, round(s * scale)) for s in size)
         else:
-            stage_size = tuple(size)
-        stage_targets = _targets(sil, stage_size) if stage_size != tuple(size) else targets
+            stage_size = size
+        stage_targets = _targets(sil, stage_size) if stage_size != size else targets
         if logits is None:
             init = _initial_logit(cams0, box, D)
             logits = torch.full((1, 1, res, res, res), init, device=device)
@@ -545,27 +741,32 @@ def fit_volume(
         logits = logits.detach().requires_grad_(True)
         opt = torch.optim.Adam([logits], lr=lr)
         for i in range(n_steps):
-            if lr_decay:  # cosine from lr to lr / 10 over the stage, cameras alike
+            if cfg.lr_decay:  # cosine from lr to lr / 10 over the stage, cameras alike
                 factor = 0.1 + 0.45 * (1 + math.cos(math.pi * i / n_steps))
                 opt.param_groups[0]["lr"] = lr * factor
                 if cam_opt is not None:
-                    cam_opt.param_groups[0]["lr"] = camera_lr * factor
+                    cam_opt.param_groups[0]["lr"] = cfg.camera_lr * factor
+                    cam_opt.param_groups[1]["lr"] = cfg.camera_shift_lr * factor
             views = torch.randperm(V, generator=gen)[:k].to(device)
+            correction = unknowns.physical() if unknowns is not None else None
             cams = cams0 if correction is None else correction.apply(cams0)
             occupancy = torch.sigmoid(logits)
             field_ = occupancy
-            if upsample > 1:
+            if cfg.upsample > 1:
                 fine = F.interpolate(
-                    logits, scale_factor=upsample, mode="trilinear", align_corners=False
+                    logits, scale_factor=cfg.upsample, mode="trilinear", align_corners=False
                 )
                 field_ = torch.sigmoid(fine)
-            pred = project(field_, cams[views], box, D, stage_size, mode)[0]
+            pred = project(field_, cams[views], box, D, stage_size, cfg.mode)[0]
             data = F.binary_cross_entropy(pred.clamp(0.0, 1.0), stage_targets[views])
-            loss = data + fill * (1.0 - occupancy).mean()
-            if smoothness:
-                loss = loss + smoothness * _smoothness(occupancy)
+            loss = data + cfg.fill * (1.0 - occupancy).mean()
+            if cfg.smoothness:
+                loss = loss + cfg.smoothness * _smoothness(occupancy)
             if correction is not None:
-                loss = loss + correction.penalty(camera_prior, gauge_prior, centres)
+                assert unknowns is not None and cam_opt is not None
+                loss = loss + correction.penalty(
+                    cfg.camera_prior, cfg.gauge_prior, centres, unknowns.pixel
+                )
                 cam_opt.zero_grad()
             opt.zero_grad()
             loss.backward()
@@ -585,7 +786,7 @@ def fit_volume(
             history.append(record)
             if callback is not None:
                 callback(record)
-            if time_limit is not None and record["seconds"] > time_limit:
+            if cfg.time_limit is not None and record["seconds"] > cfg.time_limit:
                 stop = True
                 break
         if stop:
@@ -597,21 +798,26 @@ def fit_volume(
             logits.detach(), size=(resolution,) * 3, mode="trilinear", align_corners=False
         )
     logits = logits.detach()
-    final_cams = cams0 if correction is None else correction.apply(cams0).detach()
-    if correction is not None:
-        correction = CameraCorrection(*(p.detach() for p in correction.parameters()))
+    final: CameraCorrection | None = None
+    final_cams = cams0
+    if unknowns is not None:
+        with torch.no_grad():
+            final = unknowns.physical()
+            final = CameraCorrection(*(p.detach() for p in final.parameters()))
+            final_cams = final.apply(cams0)
     occupancy = torch.sigmoid(logits)
     with torch.no_grad():  # how well the result explains every view, at the full size
-        D = depth_samples or max(16, round(1.5 * resolution))
-        full = project(occupancy, final_cams, box, D, tuple(size), mode)[0]
+        D = cfg.depth_samples or max(16, round(1.5 * resolution))
+        full = project(occupancy, final_cams, box, D, size, cfg.mode)[0]
         misfit = float(F.binary_cross_entropy(full.clamp(0.0, 1.0), targets))
     return FitResult(
         logits=logits,
         occupancy=occupancy,
         cameras=final_cams,
-        correction=correction,
+        correction=final,
         history=history,
         seconds=time.perf_counter() - start_time,
         box=box,
         misfit=misfit,
+        config=dataclasses.replace(cfg, lr=lr),
     )

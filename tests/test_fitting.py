@@ -8,8 +8,10 @@ by the commands in the report, not here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -21,13 +23,15 @@ from persp3d.datasets.procedural import ProceduralConfig, generate_procedural, p
 from persp3d.datasets.sample import decode_item
 from persp3d.fitting import (
     CameraCorrection,
+    FitConfig,
     fit_volume,
     perturb_cameras,
     rotation_from_axis_angle,
     visual_hull,
 )
 from persp3d.metrics import iou_3d
-from persp3d.train.cli import main
+from persp3d.train.cli import build_parser, main
+from persp3d.train.fit import config_from_args, field_docs
 
 # One ring at 30 degrees (not the default's random elevations): the thresholds below were
 # measured on these views of this car.
@@ -231,6 +235,99 @@ def test_fit_explains_bad_arguments(car):
         fit_volume(cams, sil, 16, mode="mean")
 
 
+# -- options --------------------------------------------------------------------------------
+def test_every_fit_option_is_a_cli_flag_with_the_same_default_and_its_docstring():
+    parser = build_parser()
+    args = parser.parse_args(["fit", "--data", "d", "--id", "i"])
+    assert config_from_args(args) == FitConfig()
+    fit_parser = next(
+        a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "fit"
+    )[1]
+    actions = {a.dest: a for a in fit_parser._actions}
+    docs = field_docs(FitConfig)
+    for f in dataclasses.fields(FitConfig):
+        action = actions[f.name]
+        assert "--" + f.name.replace("_", "-") in action.option_strings
+        assert action.default == f.default
+        assert docs[f.name] and docs[f.name].split("(")[0][:30] in " ".join(action.help.split())
+    flipped = parser.parse_args(["fit", "--data", "d", "--id", "i", "--no-coarse-to-fine",
+                                 "--refine-cameras", "--steps", "5,3", "--camera-lr", "0.2"])  # fmt: skip
+    cfg = config_from_args(flipped)
+    assert cfg == FitConfig(coarse_to_fine=False, refine_cameras=True, steps=(5, 3), camera_lr=0.2)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("lr", math.inf), ("lr", 0.0), ("lr", math.nan), ("steps", -3), ("steps", (10, -1)),
+     ("camera_lr", math.inf), ("fill", -0.5), ("gauge_prior", math.nan), ("resolution", 1),
+     ("views_per_step", -1), ("depth_samples", 0), ("upsample", 0), ("restarts", 0),
+     ("time_limit", 0.0), ("mode", "mean"), ("refine_cameras", "yes"), ("out_size", (0, 8))],
+)  # fmt: skip
+def test_fit_options_out_of_range_raise_naming_the_option(car, name, value):
+    with pytest.raises(ValueError, match=name):
+        FitConfig(**{name: value})
+    with pytest.raises(ValueError, match=name):
+        fit_volume(car["cameras"], car["silhouettes"], **{name: value})
+
+
+def test_unknown_fit_option_is_refused(car):
+    with pytest.raises(ValueError, match="unknown fit option.*'lr_camera'"):
+        fit_volume(car["cameras"], car["silhouettes"], lr_camera=0.1)
+
+
+def test_fit_command_explains_an_option_out_of_range(data_dir, capsys):
+    assert main(["fit", "--data", data_dir, "--id", "car_00000", "--lr", "inf"]) == 1
+    assert "lr must be a finite number > 0; got inf" in capsys.readouterr().err
+
+
+def test_fit_checks_silhouette_values_and_clamps_rounding(car):
+    cams, sil = car["cameras"], car["silhouettes"]
+    with pytest.raises(ValueError, match=r"silhouettes must be in \[0, 1\].*255"):
+        fit_volume(cams, sil * 255, 16, steps=1)
+    bad = sil.clone()
+    bad[0, 0, 3, 3] = math.nan
+    with pytest.raises(ValueError, match="silhouettes must be finite"):
+        fit_volume(cams, bad, 16, steps=1)
+    # the projection of a binary volume reaches 1 + 1.2e-7 in some pixels: clamped, no crash
+    binary = p3.project(car["voxels"][None], cams, depth_samples=48, mode="absorption")[0]
+    rounded = torch.where(binary > 0.5, torch.full_like(binary, 1 + 1.2e-7), binary)
+    assert rounded.max() > 1
+    result = fit_volume(rounded, cams, 16, steps=2)  # the PLAN's order: silhouettes first
+    assert math.isfinite(result.misfit)
+
+
+def similarity_cameras(cameras, scale, offset):
+    """Cameras of the world mapped by X' = scale * X + offset (pixels unchanged)."""
+    offset = cameras.t.new_tensor(offset)
+    t = scale * cameras.t - (cameras.R @ offset[:, None])[..., 0]
+    return p3.Cameras(cameras.K, cameras.R, t, cameras.image_size)
+
+
+def test_camera_refinement_gives_the_same_result_at_any_scale(car):
+    cams, sil = car["cameras"], car["silhouettes"]
+    wrong = perturb_cameras(cams, rotation=3.0, translation=0.02, seed=0)
+    scale, offset = 0.05, (0.3, -0.2, 0.7)
+    small_box = p3.VolumeBox(center=offset, size=scale)
+    small_true = similarity_cameras(cams, scale, offset)
+    small_wrong = similarity_cameras(wrong, scale, offset)
+    kwargs = {"steps": 150, "refine_cameras": True}
+    unit = fit_volume(wrong, sil, 16, **kwargs)
+    small = fit_volume(small_wrong, sil, 16, box=small_box, **kwargs)
+    fixed = fit_volume(small_wrong, sil, 16, box=small_box, steps=150, views_per_step=0)
+
+    def score(result, cameras, box):
+        return check_projections(result.occupancy, cameras, sil, box).mean["iou"]
+
+    s_unit, s_small = score(unit, unit.cameras, None), score(small, small.cameras, small_box)
+    assert s_small > score(fixed, small_wrong, small_box) + 0.2  # refinement did its job
+    assert abs(s_unit - s_small) < 0.01
+    assert abs(score(unit, cams, None) - score(small, small_true, small_box)) < 0.01
+    a, b = unit.correction.summary(), small.correction.summary()
+    assert a["rotation_deg_mean"] > 0.5  # it did correct something
+    assert b["rotation_deg_mean"] == pytest.approx(a["rotation_deg_mean"], rel=0.05)
+    assert b["translation_mean"] == pytest.approx(scale * a["translation_mean"], rel=0.05)
+
+
 # -- the command ----------------------------------------------------------------------------
 def test_fit_command_writes_a_volume_that_check_reads_back(data_dir, tmp_path, capsys):
     out = tmp_path / "fit"
@@ -270,3 +367,47 @@ def test_fit_command_refines_perturbed_cameras(data_dir, tmp_path, capsys):
 def test_fit_command_reports_an_unknown_id(data_dir, capsys):
     assert main(["fit", "--data", data_dir, "--id", "nope"]) == 1
     assert "no object 'nope'" in capsys.readouterr().err
+
+
+def test_fit_command_scores_held_out_views_only(data_dir, car, tmp_path, capsys):
+    out = tmp_path / "holdout"
+    code = main(["fit", "--data", data_dir, "--id", "car_00000", "--resolution", "16",
+                 "--steps", "150", "--holdout", "9,1,5", "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "held-out views 1,5,9" in printed
+    report = json.loads((out / "report.json").read_text())
+    held, train = [1, 5, 9], [v for v in range(CONFIG.n_views) if v not in (1, 5, 9)]
+    h = report["holdout"]
+    assert h["views"] == held and report["views"] == len(train)
+    assert len(h["fit"]["per_view"]) == len(h["visual_hull"]["per_view"]) == 3
+    cams, sil = car["cameras"], car["silhouettes"]
+    # the hull is carved from the training views only, and scored in the held-out ones
+    hull = visual_hull(cams[train], sil[train], 16)
+    with np.load(out / "visual_hull.npz") as npz:
+        assert torch.equal(torch.from_numpy(npz["occupancy"]).float(), hull[0, 0])
+    expected = check_projections(hull, cams[held], sil[held]).scores["iou"]
+    np.testing.assert_allclose(h["visual_hull"]["per_view"], expected.numpy(), rtol=1e-6)
+    with np.load(out / "volume.npz") as npz:
+        occupancy = torch.from_numpy(npz["occupancy"])
+        assert npz["K"].shape == (len(train), 3, 3)
+    fit_iou = check_projections(occupancy, cams[held], sil[held]).scores["iou"]
+    np.testing.assert_allclose(h["fit"]["per_view"], fit_iou.numpy(), rtol=1e-6)
+    assert h["fit"]["mean"] == pytest.approx(float(fit_iou.mean()))
+    # the fit generalises to unseen views about as well as the hull of the same views
+    assert h["fit"]["mean"] > 0.8 and h["fit"]["mean"] >= h["visual_hull"]["mean"] - 0.02
+
+
+def test_fit_command_takes_the_box_and_refuses_bad_holdouts(data_dir, tmp_path, capsys):
+    out = tmp_path / "box"
+    code = main(["fit", "--data", data_dir, "--id", "car_00000", "--resolution", "16",
+                 "--steps", "5", "--box", "0.05,0,-0.02,1.2", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["box"] == {"center": [0.05, 0.0, -0.02], "size": [1.2, 1.2, 1.2]}
+    with np.load(out / "volume.npz") as npz:
+        np.testing.assert_allclose(npz["box_center"], [0.05, 0.0, -0.02])
+    for bad, message in (("--holdout=0,0", "must not repeat"), ("--holdout=12", r"\[0, 12\)"),
+                         ("--box=0,0,1", "CX,CY,CZ,SIZE")):  # fmt: skip
+        assert main(["fit", "--data", data_dir, "--id", "car_00000", bad]) == 1
+        assert re.search(message, capsys.readouterr().err)
