@@ -130,6 +130,8 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
 
+        self.config = config
+        self.say("building the model and the optimiser")
         torch.manual_seed(cfg.seed)
         self.pipeline = Pipeline(config).to(self.device)
         self.config = self.pipeline.config
@@ -145,6 +147,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
+        self.say(f"model: {self.model.summary()} on {self.device}")
         self.step = 0
         self.best = -1.0
         self.elapsed = 0.0
@@ -351,13 +354,14 @@ class Trainer:
         cfg = self.config.train
         if self.main:
             self.config.save(self.out / "config.yaml")
-        self.say(f"model: {self.model.summary()} on {self.device}")
         if self._batches is None:
             self._load_data()
         writer = _tensorboard(self.out / "tb") if self.main else None
+        limits = [f"{cfg.max_minutes:g} minutes"] if cfg.max_minutes else []
+        limits += [f"{cfg.max_steps} steps"] if cfg.max_steps < 2**31 else []
+        limit = " or ".join(limits) or "ever"
+        self.say(f"training for {limit} (the first steps compile the projection kernels)")
         bar = _Bar(cfg, self.step, self.elapsed) if self.main and cfg.progress else None
-        if bar is not None:
-            self.say("training (the first steps compile the projection kernels)")
         steps_file = None
         if self.main:
             new = not (self.out / "steps.csv").exists()
