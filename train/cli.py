@@ -7,9 +7,11 @@ affects only its own subcommand.
 Errors: a bad argument, a missing or corrupt file (``ValueError``, ``FileNotFoundError``,
 ``OSError``, and the datasets' ``DataError`` / ``CorruptCacheError``, both ``ValueError``)
 print one line ``persp3d <command>: error: ...`` on stderr and exit with status 2; no
-traceback reaches the user; any other exception (a bug) prints one line
-``persp3d <command>: internal error: ...`` and exits with status 1. ``persp3d --debug ...`` (or ``PERSP3D_DEBUG=1``) lets the
-exception propagate with its traceback, for developers.
+traceback reaches the user. Warnings print as one line ``persp3d <command>: warning: ...``
+(the fallback to ``best.pt`` when ``last.pt`` is corrupt, for one). Any other exception (a
+bug) prints one line ``persp3d <command>: internal error: ...`` and exits with status 1.
+``persp3d --debug ...`` (or ``PERSP3D_DEBUG=1``) lets the exception propagate with its
+traceback, for developers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from persp3d import __version__
@@ -79,6 +82,17 @@ def _one_line(err: BaseException) -> str:
     return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
+def _one_line_warning(command: str):
+    """A ``warnings.showwarning`` that prints ``persp3d <command>: warning: ...`` (one line,
+    without the source line Python shows by default)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"persp3d {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    shown = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _one_line_warning(args.command)
     try:
         return int(args._run(args) or 0)
     except (ValueError, OSError) as err:  # incl. FileNotFoundError, DataError, CorruptCacheError
@@ -102,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover
