@@ -6,9 +6,10 @@ generation takes seconds), then, in a fresh process per setting, trains the defa
 (batch 16, 8 supervising views of 32 x 32) for a few steps and reports the process's peak
 resident memory (main process and largest worker), the start-up time (opening the split,
 reading it into memory when in-memory), the training throughput in objects/s and the CPU
-time per object of the main process and its workers together (on a busy machine the
-wall-clock throughput follows the load; the CPU time is what the data path adds to the
-training's own).
+time per object of the main process and its workers together, and the CPU time the data
+path alone takes per training item (read, decode, pick the step's views, pool the
+silhouettes; one thread, no training). On a busy machine the wall-clock figures follow the
+load; the data path's CPU time is what streaming adds to each object's training.
 
     python benchmarks/bench_data.py                         # 1k, 10k; streamed 0/1/2 workers, in memory at 1k
     python benchmarks/bench_data.py --sizes 1000 10000 40000 --steps 30
@@ -122,6 +123,12 @@ def child(folder: str, mode: str, workers: int, steps: int, threads: int) -> dic
     t0 = time.perf_counter()
     trainer._load_data()
     startup = time.perf_counter() - t0
+    # the data path alone: CPU time of this process to make 160 training items
+    samples, n = trainer.samples, len(trainer.samples)
+    c0 = time.process_time()
+    for k in range(160):
+        samples[((k * 7919) % n, 10_000 + k // 16, k % 16)]
+    data_cpu = (time.process_time() - c0) / 160
     warmup = 3
     times = []
     cpu = lambda who: sum(resource.getrusage(who)[:2])  # noqa: E731 - user + system seconds
@@ -150,6 +157,7 @@ def child(folder: str, mode: str, workers: int, steps: int, threads: int) -> dic
         "objects_per_s": round(batch * steps / total, 2),
         "median_step_s": round(statistics.median(times), 4),
         "cpu_ms_per_object": round(1e3 * (cpu_main + cpu_workers) / (batch * steps), 1),
+        "data_cpu_ms_per_object": round(1e3 * data_cpu, 2),
         "peak_rss_main_mb": round(main_rss, 1),
         "peak_rss_worker_mb": round(child_rss, 1) if workers else 0.0,
     }
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     header = (
         f"{'objects':>8} {'mode':>7} {'workers':>7} {'start s':>8} {'obj/s':>7} "
-        f"{'CPU ms/obj':>10} {'main MB':>8} {'worker MB':>9}"
+        f"{'CPU ms/obj':>10} {'data ms/obj':>11} {'main MB':>8} {'worker MB':>9}"
     )
     print(header, flush=True)
     for n, folder in folders.items():
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{n:>8} {mode:>7} {workers:>7} {r['startup_s']:>8.1f} "
                 f"{r['objects_per_s']:>7.1f} {r['cpu_ms_per_object']:>10.1f} "
+                f"{r['data_cpu_ms_per_object']:>11.2f} "
                 f"{r['peak_rss_main_mb']:>8.0f} "
                 f"{r['peak_rss_worker_mb']:>9.0f}",
                 flush=True,
