@@ -191,10 +191,11 @@ def test_data_generation_killed_midway_resumes_to_identical_manifest_and_items(c
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     for rel in files:
         assert (out / rel).read_bytes() == (reference / rel).read_bytes(), rel
-    mode = (out / "manifest.json").stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)
-    assert mode == 0o666 & ~umask  # the umask's permissions, not mkstemp's 0600
+    for path in (out / "manifest.json", *sorted((out / "items").rglob("*.npz"))[:3]):
+        mode = path.stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, path  # the umask's permissions, not mkstemp's 0600
 
 
 # -- damaged checkpoints --------------------------------------------------------------------
