@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -171,6 +172,7 @@ def read_item(path: str | os.PathLike, sha256: str | None = None) -> dict[str, n
         raise CorruptCacheError(f"{path}: cannot read item ({err.strerror or err})") from err
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise CorruptCacheError(f"{path}: checksum mismatch (the file is corrupt or was changed)")
+    _check_npz_sizes(path, data)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -178,6 +180,46 @@ def read_item(path: str | os.PathLike, sha256: str | None = None) -> dict[str, n
         raise CorruptCacheError(f"{path}: not a readable npz ({err})") from err
     check_item_arrays(arrays, path)
     return arrays
+
+
+# Largest item read (uncompressed): a zip bomb or a lying .npy header is refused before
+# anything is allocated. Real items are a few MiB (a 49-view 1600 x 1200 capture ~300 MiB).
+MAX_ITEM_BYTES = 4 << 30
+
+
+def _check_npz_sizes(path: Path, data: bytes) -> None:
+    """Refuse an ``.npz`` whose members would decompress to more than :data:`MAX_ITEM_BYTES`,
+    whose ``.npy`` headers promise more bytes than the member holds, or hold objects."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > MAX_ITEM_BYTES:
+                raise CorruptCacheError(
+                    f"{path}: would decompress to {total / 2**20:.0f} MiB, more than the "
+                    f"{MAX_ITEM_BYTES / 2**20:.0f} MiB an item may hold (a zip bomb?)"
+                )
+            for info in infos:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.hasobject:
+                    raise CorruptCacheError(
+                        f"{path}: {info.filename} holds Python objects (a pickle); refused"
+                    )
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size:
+                    raise CorruptCacheError(
+                        f"{path}: {info.filename} claims shape {shape} ({need} bytes) but "
+                        f"stores {info.file_size} bytes"
+                    )
+    except CorruptCacheError:
+        raise
+    except Exception as err:  # BadZipFile, a bad .npy header, ...
+        raise CorruptCacheError(f"{path}: not a readable npz ({err})") from err
 
 
 def check_item_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike = "item") -> None:

@@ -923,7 +923,19 @@ FILES = [
         "item pickled array",
         lambda t: _item_raw(t, _zip_with("images.npy", _object_npy())),
         ValueError,
-        "i.npz: not a readable npz",
+        "i.npz: images.npy holds Python objects",
+    ),
+    (
+        "item npy header lies about its shape",
+        lambda t: _item_raw(t, _zip_with("images.npy", _lying_npy())),
+        ValueError,
+        r"i.npz: images.npy claims shape \(100000, 100000\)",
+    ),
+    (
+        "item zip bomb",
+        lambda t: _zip_bomb(t),
+        ValueError,
+        r"i.npz: would decompress to 4 MiB, more than the 1 MiB .*zip bomb",
     ),
     (
         "item NaN cameras",
@@ -1013,6 +1025,34 @@ def _object_npy() -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     return buf.getvalue()
+
+
+def _lying_npy() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": (100000, 100000)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + b"\0" * 10
+
+
+def _zip_bomb(tmp):
+    """4 MiB of zeros (a few KiB compressed) against a limit lowered to 1 MiB: the same check
+    refuses a real bomb over the 4 GiB limit before anything is decompressed."""
+    import io
+
+    from persp3d.datasets import cache
+
+    member = io.BytesIO()
+    np.save(member, np.zeros(4 << 20, np.uint8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("images.npy", member.getvalue())
+    old, cache.MAX_ITEM_BYTES = cache.MAX_ITEM_BYTES, 1 << 20
+    try:
+        return _item_raw(tmp, buf.getvalue())
+    finally:
+        cache.MAX_ITEM_BYTES = old
 
 
 def _item_raw(tmp, data: bytes):
@@ -1281,4 +1321,4 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_corpus_size():
     """The issue asks for at least 60 kinds of bad input across API, files and CLI."""
-    assert len(API) + len(FILES) + 39 >= 60  # 85 + 66 + 39 = 190 at the time of writing
+    assert len(API) + len(FILES) + 39 >= 60  # 85 + 68 + 39 = 192 at the time of writing
