@@ -279,3 +279,19 @@ def test_mesh_folder_is_imported_once_on_first_use(tmp_path):
     stamp = manifest.stat().st_mtime_ns
     assert len(build_dataset(cfg, "all", progress=False)) == 2
     assert manifest.stat().st_mtime_ns == stamp  # not imported again
+
+
+def test_a_corrupt_item_read_by_the_stream_is_named(tiny_data, tmp_path):
+    import shutil
+
+    from persp3d.datasets.cache import CorruptCacheError
+    from persp3d.train.data import load_views
+
+    root = Path(shutil.copytree(tiny_data, tmp_path / "copy"))
+    data = build_dataset(DataConfig(root=str(root), kind="folder", voxel_resolution=16), "train")
+    clean = load_views(data, 1, [0, 2])
+    assert clean["images"].shape == (2, 3, 16, 16) and clean["id"] == data.items[1]["id"]
+    path = root / data.items[1]["file"]
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptCacheError, match=str(path.name)):
+        load_views(data, 1, [0, 2])
