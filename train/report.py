@@ -156,6 +156,7 @@ def _hull_scores(
             {
                 "id": sample["id"],
                 "category": sample["category"],
+                "resolution": int(voxels.shape[-1]),
                 "iou_3d": float(iou_3d(hull, voxels, 0.5)[0]),
                 "sil_iou": float(silhouette_scores(proj, sils[None], 0.5)["iou"].mean()),
                 "chamfer": float(chamfer_distance(pts_hull, pts_gt)),
@@ -815,6 +816,27 @@ def _r2n2_section(page: _Page, table: dict[str, Any]) -> None:
     )
 
 
+def _supervision(run: str | Path) -> str:
+    """How a run was supervised, in words (from its ``config.yaml``)."""
+    import yaml
+
+    path = _run_dir(run) / "config.yaml"
+    kind = "silhouette"
+    if path.is_file():
+        kind = ((yaml.safe_load(path.read_text()) or {}).get("train") or {}).get(
+            "supervision", kind
+        )
+    return {
+        "voxel": "ground-truth voxels (3D supervision)",
+        "both": "silhouettes and ground-truth voxels",
+        "silhouette": "silhouettes only (no 3D labels)",
+    }.get(kind, str(kind))
+
+
+def _resolution(hull_rows: Sequence[dict[str, Any]]) -> int:
+    return int(hull_rows[0].get("resolution", 0)) if hull_rows else 0
+
+
 def _rel(path: Path, root: Path) -> str:
     return Path(path).relative_to(root).as_posix()
 
@@ -896,6 +918,11 @@ def _write_sections(
         table_rows.append(cells)
     page.table(head_cells, table_rows, total=1)
     hull_note = (
+        f" The hull's silhouette IoU stays below 1 because its {_resolution(hull_rows)}³ voxels "
+        "project blockily."
+        if hull_rows
+        else ""
+    ) + (
         f" The hull is carved for {len(hull_rows)} of the {report['overall']['n']} objects, "
         "spread evenly over the split."
         if len(hull_rows) < report["overall"]["n"]
@@ -903,7 +930,7 @@ def _write_sections(
     )
     baseline_text = (
         f" The baseline <code>{_esc(baseline)}</code> was trained with "
-        "ground-truth voxels (3D supervision) and is evaluated the same way."
+        f"{_esc(_supervision(baseline))} and is evaluated on the same objects the same way."
         if baseline_report
         else " Add <code>--baseline RUN</code> to show a voxel-supervised run beside it "
         "(<code>persp3d train --supervision voxel --out runs/voxel</code>)."
@@ -919,7 +946,7 @@ def _write_sections(
         "visual hull of the same views the same way."
         + hull_note
         + (
-            f" The baseline `{baseline}` was trained with ground-truth voxels."
+            f" The baseline `{baseline}` was trained with {_supervision(baseline)}."
             if baseline_report
             else " Add `--baseline RUN` to show a voxel-supervised run beside it."
         ),
