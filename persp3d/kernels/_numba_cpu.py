@@ -476,7 +476,7 @@ def _forward_row(item, vol, origins, dirs, depths, n_views, C, fsize, out, state
 
 @_jit()
 def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, flags, is_max, bnd,
-                  params):  # fmt: skip
+                  params, zpad, base, blk, wts, zlo_row, zhi_row):  # fmt: skip
     """:func:`_forward_row` for one volume per camera group (``NV == 1``), with the skips of
     the module docstring: samples in blocks that cannot matter are not computed, and an
     absorption ray stops once it is opaque to ``params[0]``. The geometry of each chunk of
@@ -500,15 +500,9 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
     offset = nb * Dp * Hp * Wp
     boff = nb * nbz * nby * nbx
     zs = depths[g]
-    zpad = np.empty(Dz + _CHUNK, vol.dtype)
-    _padded_depths(zs, zpad)
-    base = np.empty(Dz + _CHUNK, np.int32)
-    blk = np.empty(Dz + _CHUNK, np.int32)
-    wts = np.empty((8, Dz + _CHUNK), vol.dtype)
+    _padded_depths(zs, zpad)  # zpad, base, blk, wts, zlo_row, zhi_row: scratch (forward's)
     Hp32, Wp32, nby32, nbx32 = np.int32(Hp), np.int32(Wp), np.int32(nby), np.int32(nbx)
     ox, oy, oz = origins[g, 0], origins[g, 1], origins[g, 2]
-    zlo_row = np.empty(w, np.float64)
-    zhi_row = np.empty(w, np.float64)
     _row_clip(ox, oy, oz, dirs[g, j], fW, fH, fD, zlo_row, zhi_row)
     for i in range(w):
         dx, dy, dz = dirs[g, j, i, 0], dirs[g, j, i, 1], dirs[g, j, i, 2]
@@ -618,14 +612,22 @@ def forward(vol, origins, dirs, depths, n_views, C, fsize, out, state, flags, is
             camera's depths ascend (else 0).
         start, step: this thread's rows.
     """
-    G, h = dirs.shape[0], dirs.shape[1]
+    G, h, w = dirs.shape[0], dirs.shape[1], dirs.shape[2]
+    Dz = depths.shape[1]
     one_volume = vol.shape[4] == 1
+    # Scratch of the one-volume walk, allocated once per thread.
+    zpad = np.empty(Dz + _CHUNK, vol.dtype)
+    base = np.empty(Dz + _CHUNK, np.int32)
+    blk = np.empty(Dz + _CHUNK, np.int32)
+    wts = np.empty((8, Dz + _CHUNK), vol.dtype)
+    zlo_row = np.empty(w, np.float64)
+    zhi_row = np.empty(w, np.float64)
     for item in range(start, G * h, step):
         flags[item] = 0
         if one_volume:
             _forward_row1(
                 item, vol, origins, dirs, depths, n_views, fsize, out, state, flags, is_max, bnd,
-                params,
+                params, zpad, base, blk, wts, zlo_row, zhi_row,
             )  # fmt: skip
         else:
             _forward_row(

@@ -200,6 +200,8 @@ class _FusedProjection(torch.autograd.Function):
         ctx.meta = (n_views, per_volume, mode, bool(flags.any()) if is_max else True)
         ctx.save_for_backward(volume, origins, directions, depths, out, state)
         ctx.bounds = bnd
+        # The backward pass reads the packed volume again unless max has no tie.
+        ctx.packed = packed if (not is_max or ctx.meta[3]) else None
         return out.permute(0, 2, 1, 3, 4)  # (B, C, V, h, w)
 
     @staticmethod
@@ -237,7 +239,9 @@ class _FusedProjection(torch.autograd.Function):
             cam_shapes = ((1, 1, 3), (1, 1, 1), (1, 1, 1, 1, 3))
         g_orig, g_depth, g_dir = (volume.new_zeros(shape) for shape in cam_shapes)
         fsize = torch.tensor([W, H, D], dtype=volume.dtype).numpy()
-        if needs_values or need_cam:
+        if ctx.packed is not None:
+            packed = ctx.packed
+        elif needs_values or need_cam:
             packed = _pack(kernels, volume, per_volume)
         else:  # max without ties: the volume's values are never read
             packed = torch.zeros(1, 1, 1, 1, 1, dtype=volume.dtype).numpy()
