@@ -142,3 +142,36 @@ def test_dataloader_workers_never_leak(tiny_data, data_copy):
         for _ in _loader(bad):
             pass
     assert not _wait_for(baseline), "workers left after a worker raised"
+
+
+@pytest.mark.slow
+def test_training_with_streamed_data_workers_leaves_no_process_behind(
+    tiny_data, data_copy, tmp_path
+):
+    """The training loop's own loader (``data.workers=2``, streamed): none of its workers is
+    left after ``fit`` returns, nor after a worker hits a corrupt item mid-run."""
+    from _robust_helpers import TINY_TRAIN
+
+    from persp3d.datasets.cache import CorruptCacheError
+    from persp3d.train.config import load_config
+    from persp3d.train.trainer import Trainer
+
+    baseline = _children()
+    streamed = [*TINY_TRAIN, "data.workers=2", "data.in_memory=false", "train.max_steps=4"]
+    Trainer(
+        load_config(None, [*streamed, f"data.root={tiny_data}", f"train.out={tmp_path / 'a'}"])
+    ).fit()
+    assert not _wait_for(baseline), "training left data workers behind"
+
+    manifest = json.loads((data_copy / "manifest.json").read_text())
+    for item in manifest["items"]:
+        if item["split"] == "train":
+            path = data_copy / item["file"]
+            path.write_bytes(path.read_bytes()[:200])  # every training item is now corrupt
+    trainer = Trainer(
+        load_config(None, [*streamed, f"data.root={data_copy}", f"train.out={tmp_path / 'b'}"])
+    )
+    with pytest.raises(CorruptCacheError, match=r"\.npz"):
+        trainer.fit()
+    del trainer
+    assert not _wait_for(baseline), "a failed training left data workers behind"
