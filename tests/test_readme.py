@@ -130,6 +130,8 @@ def _parse_script(path: Path, args: list[str]) -> None:
 
 
 def _parse_command(words: list[str], where: str) -> None:
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+        words = words[1:]  # an environment setting before the command
     program, args = words[0], words[1:]
     if program in ("persp3d", ".venv/bin/persp3d"):
         _parse_persp3d(args, where)
