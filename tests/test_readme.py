@@ -19,7 +19,6 @@ import importlib.util
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -218,8 +217,7 @@ def _tiny(args: list[str]) -> list[str]:
 
 def _stand_ins(root: Path) -> None:
     """The data a README reader downloads, written here in its published layout."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _capture_helpers import make_rig, write_nerf
+    from _capture_helpers import make_rig, write_nerf  # tests/ is on sys.path (rootdir)
 
     from persp3d.train.cli import main
 
