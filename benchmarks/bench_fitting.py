@@ -37,8 +37,6 @@ import math
 import sys
 from typing import Any
 
-import torch
-
 # name: (box side, box centre, camera distance, vertical fov in degrees)
 SCALES: dict[str, tuple[float, tuple[float, float, float], float, float]] = {
     "unit": (1.0, (0.0, 0.0, 0.0), 2.0, 40.0),
@@ -231,6 +229,7 @@ def per_category(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    # persp3d before torch, so that torch's idle OpenMP threads do not spin
     from persp3d.datasets.shapes import CATEGORIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -254,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="fitting.json")
     args = parser.parse_args(argv)
+    import torch
+
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"threads": args.threads}
     if args.scales:

@@ -338,13 +338,16 @@ class FitConfig:
     camera_shift_lr: float = 0.1
     """Adam learning rate of the camera centres, in pixels of image motion per step. Lower
     than camera_lr: seen from afar, turning a camera and moving it sideways shift the image
-    alike, and at equal rates the pair drifts apart (centres off by 4 px, turns by 5 px, where
-    the error was 2 and 5); the centres then only take what turns cannot explain."""
+    alike, and the centres should take only what turns cannot explain (at camera_lr and
+    100 times weaker priors, 32^3 fits of cameras disturbed by 3 degrees and 2 % of their
+    distance ended 3.8 degrees and 9 % off)."""
     camera_prior: float = 1e-3
-    """Weight of the mean squared camera correction, in pixels (keeps each one small)."""
+    """Weight of the mean squared camera correction, per squared pixel (keeps each one
+    small)."""
     gauge_prior: float = 0.1
-    """Weight of the squared mean correction over the views, in pixels: moving every camera
-    alike (with the volume) explains the silhouettes as well as the truth does."""
+    """Weight of the squared mean correction over the views, per squared pixel: moving every
+    camera alike (with the volume) explains the silhouettes as well as the truth does, so
+    the shared part of the corrections is held at zero."""
     refine_focal: bool = False
     """With refine_cameras, refine the focal lengths too (for a camera far from a small
     object a focal change and a move along the optical axis give nearly the same image)."""
