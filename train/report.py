@@ -952,6 +952,10 @@ def _write_sections(
         ),
     )
 
+    if report.get("protocol"):
+        lines = [f"{k}: {json.dumps(v) if not isinstance(v, str) else v}"
+                 for k, v in report["protocol"].items()]  # fmt: skip
+        page.details("The evaluation protocol", "\n".join(lines))
     if report.get("r2n2"):
         _r2n2_section(page, report["r2n2"])
 
