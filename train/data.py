@@ -468,7 +468,10 @@ def _npy_array(raw: bytes) -> np.ndarray:
     if match is None:
         raise ValueError("unexpected .npy header")
     shape = tuple(int(d) for d in match["shape"].replace(" ", "").split(",") if d)
-    return np.frombuffer(raw, dtype=np.dtype(match["descr"]), offset=10 + n).reshape(shape)
+    dtype = np.dtype(match["descr"])
+    if dtype.hasobject or len(raw) - 10 - n != dtype.itemsize * int(np.prod(shape)):
+        raise ValueError("the header does not describe the data")
+    return np.frombuffer(raw, dtype=dtype, offset=10 + n).reshape(shape)
 
 
 def _read_members(dataset, item: dict[str, Any], voxel_resolution: int | None) -> dict[str, Any]:
@@ -477,6 +480,8 @@ def _read_members(dataset, item: dict[str, Any], voxel_resolution: int | None) -
     id come from the manifest. The file's checksum is checked as
     :func:`persp3d.datasets.cache.read_item` does; on any problem the dataset's own reader
     takes over (it raises naming the file, or repairs the item)."""
+    from persp3d.datasets.cache import MAX_ITEM_BYTES
+
     try:
         data = (dataset.root / item["file"]).read_bytes()
         if item.get("sha256") and hashlib.sha256(data).hexdigest() != item["sha256"]:
@@ -488,6 +493,8 @@ def _read_members(dataset, item: dict[str, Any], voxel_resolution: int | None) -
             if voxel_resolution != 0 and stored:
                 res = voxel_resolution or min(int(n.split("_", 1)[1]) for n in stored)
                 names.append(f"voxels_{res}")
+            if sum(zf.getinfo(n + ".npy").file_size for n in names) > MAX_ITEM_BYTES:
+                raise ValueError("too large")  # a zip bomb? read_item says so
             arrays: dict[str, Any] = {n: _npy_array(zf.read(n + ".npy")) for n in names}
         arrays["category"] = np.array(item["category"])
         arrays["id"] = np.array(item["id"])
