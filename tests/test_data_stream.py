@@ -295,3 +295,24 @@ def test_a_corrupt_item_read_by_the_stream_is_named(tiny_data, tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CorruptCacheError, match=str(path.name)):
         load_views(data, 1, [0, 2])
+
+
+def test_fast_npy_reader_agrees_with_numpy_and_refuses_what_it_cannot_vouch_for():
+    import io
+
+    import numpy as np
+
+    from persp3d.train.data import _npy_array
+
+    for array in (np.arange(24, dtype=np.uint8).reshape(2, 3, 4), np.eye(3, dtype=np.float32)):
+        buf = io.BytesIO()
+        np.save(buf, array)
+        raw = buf.getvalue()
+        np.testing.assert_array_equal(_npy_array(raw), array)
+        assert _npy_array(raw).dtype == array.dtype
+        with pytest.raises(ValueError, match="does not describe the data"):
+            _npy_array(raw[:-1])  # truncated
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(np.ones((2, 3))))
+    with pytest.raises(ValueError, match="unexpected .npy header"):
+        _npy_array(buf.getvalue())
