@@ -172,8 +172,11 @@ def build_dataset(
     if not root.exists():
         raise FileNotFoundError(f"data.root {root}: no such folder")
     if cfg.kind == "folder":
+        voxel_resolution = cfg.voxel_resolution
+        if not _stored_voxel_resolutions(root):
+            voxel_resolution = 0  # imported captures: silhouettes only, no 3D ground truth
         return MultiViewFolder(
-            root, split, categories=categories, voxel_resolution=cfg.voxel_resolution
+            root, split, categories=categories, voxel_resolution=voxel_resolution
         )
     if cfg.kind == "meshes":
         from persp3d.datasets.meshfolder import import_mesh_folder
@@ -186,6 +189,13 @@ def build_dataset(
             cache, split, categories=categories, voxel_resolution=cfg.voxel_resolution
         )
     return _r2n2(cfg, root, split, categories, image_size)
+
+
+def _stored_voxel_resolutions(root: Path) -> list[int]:
+    """The voxel grids a persp3d dataset folder stores (none for imported captures)."""
+    from persp3d.datasets.cache import read_manifest
+
+    return list(read_manifest(root)["config"].get("voxel_resolutions", []) or [])
 
 
 def _r2n2(cfg: DataConfig, root: Path, split: str, categories, image_size: int | None):
@@ -364,7 +374,7 @@ class InMemorySplit(torch.utils.data.Dataset):
             voxels = torch.empty((n, *first["voxels"].shape), dtype=torch.uint8)
         cats, ids = [], []
         for i in range(n):
-            s = first if i == 0 else read()
+            s = in_unit_box(first if i == 0 else read())
             images[i], sils[i] = to8(s["images"]), to8(s["silhouettes"])
             cams = s["cameras"]
             K[i], R[i], t[i] = cams.K.float(), cams.R.float(), cams.t.float()
@@ -417,6 +427,32 @@ class InMemorySplit(torch.utils.data.Dataset):
         return self.sample_views(index)
 
 
+def in_unit_box(sample: dict[str, Any]) -> dict[str, Any]:
+    """``sample`` with its world moved and scaled so that its ``box`` becomes ``VolumeBox()``.
+
+    The network predicts a volume filling ``VolumeBox()``; an imported capture keeps its own
+    world units and carries the object's cube as ``sample["box"]``. Training and validation
+    see every sample in the box's frame, ``X_box = (X - box.center) / box.side``
+    (:func:`persp3d.datasets.r2n2.cameras_to_box_frame`): the images do not change and every
+    world point projects to the pixel its image ``X_box`` does. Samples without a box (or
+    with ``VolumeBox()``) come back unchanged; the box's ``up`` is kept.
+    """
+    from persp3d.datasets.r2n2 import cameras_to_box_frame
+    from persp3d.volume import VolumeBox
+
+    box = sample.get("box")
+    if box is None or box == VolumeBox():
+        return sample
+    sizes = [float(v) for v in box.size]
+    if max(sizes) - min(sizes) > 1e-9 * max(sizes):
+        raise ValueError(f"sample {sample.get('id')!r}: training needs a cubic box; got {box}")
+    out = dict(sample)
+    center = [float(v) for v in box.center]
+    out["cameras"] = cameras_to_box_frame(sample["cameras"], center, sizes[0])
+    out["box"] = VolumeBox()
+    return out
+
+
 def load_views(
     dataset, index: int, views: Sequence[int], with_voxels: bool = True
 ) -> dict[str, Any]:
@@ -434,10 +470,11 @@ def load_views(
         item = dataset.items[index]
         res = dataset.voxel_resolution if with_voxels else 0
         arrays = _read_members(dataset, item, res)
-        return decode_item(arrays, voxel_resolution=res, views=views, with_depth=False)
+        sample = decode_item(arrays, voxel_resolution=res, views=views, with_depth=False)
+        return in_unit_box(sample)
     if isinstance(dataset, R2N2):
         return _r2n2_views(dataset, index, views, with_voxels)
-    sample = dataset[index]
+    sample = in_unit_box(dataset[index])
     sel = torch.as_tensor(views, dtype=torch.long)
     out = dict(sample)
     out["images"] = sample["images"][sel]
@@ -450,6 +487,7 @@ def load_views(
 
 
 _MEMBERS = ("images", "silhouettes", "K", "R", "t")
+_BOX_MEMBERS = ("box_center", "box_size")
 _NPY_HEADER = re.compile(
     r"\{'descr': '(?P<descr>[<>|=][a-zA-Z]\d*)', 'fortran_order': False, "
     r"'shape': \((?P<shape>[\d, ]*)\), \}"
@@ -488,7 +526,7 @@ def _read_members(dataset, item: dict[str, Any], voxel_resolution: int | None) -
             raise ValueError("checksum mismatch")
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             files = {n[: -len(".npy")] for n in zf.namelist()}
-            names = list(_MEMBERS)
+            names = [*_MEMBERS, *(n for n in _BOX_MEMBERS if n in files)]
             stored = [n for n in files if n.startswith("voxels_")]
             if voxel_resolution != 0 and stored:
                 res = voxel_resolution or min(int(n.split("_", 1)[1]) for n in stored)
