@@ -26,7 +26,7 @@ Prints the tables and writes JSON.
     python benchmarks/bench_fitting.py [--categories car chair] [--refine] [--elevation 30]
         [--threads 2] [--json fitting.json]
     python benchmarks/bench_fitting.py --scales [--categories car] [--resolution 64]
-        [--views 12] [--image-size 64]
+        [--views 12] [--image-size 64] [--set camera_prior=1e-4 ...]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def per_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cams, sil.shape[-2:], args.rotation_px, args.translation_px
             )
             wrong = perturb_cameras(cams, rotation, translation, target=box.center, seed=0)
-            refine = FitConfig(resolution=args.resolution, refine_cameras=True)
+            refine = FitConfig(resolution=args.resolution, refine_cameras=True, **args.set)
             # the fits without refinement run the same schedule on every view
             same = FitConfig(
                 resolution=args.resolution, steps=tuple(refine.stage_steps()), views_per_step=0
@@ -228,6 +228,18 @@ def per_category(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
     return rows, summary
 
 
+def _option(text: str) -> tuple[str, Any]:
+    name, _, value = text.partition("=")
+    parsed: Any = value
+    for kind in (int, float):
+        try:
+            parsed = kind(value)
+            break
+        except ValueError:
+            pass
+    return name, {"true": True, "false": False}.get(value.lower(), parsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     # persp3d before torch, so that torch's idle OpenMP threads do not spin
     from persp3d.datasets.shapes import CATEGORIES
@@ -250,9 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         help="views on one ring at this elevation (default: the procedural default's "
         "elevations drawn from [-30, 30] degrees)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="FitConfig fields of the refining fit (--scales), e.g. camera_prior=1e-4",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="fitting.json")
     args = parser.parse_args(argv)
+    args.set = dict(_option(text) for text in args.set)
     import torch
 
     torch.set_num_threads(args.threads)

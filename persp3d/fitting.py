@@ -338,13 +338,13 @@ class FitConfig:
     camera_shift_lr: float = 0.1
     """Adam learning rate of the camera centres, in pixels of image motion per step. Lower
     than camera_lr: seen from afar, turning a camera and moving it sideways shift the image
-    alike, and the centres should take only what turns cannot explain (at camera_lr and
-    100 times weaker priors, 32^3 fits of cameras disturbed by 3 degrees and 2 % of their
+    alike, and the centres should take only what turns cannot explain (at camera_lr and ten
+    times weaker priors, 32^3 fits of cameras disturbed by 3 degrees and 2 % of their
     distance ended 3.8 degrees and 9 % off)."""
-    camera_prior: float = 1e-3
+    camera_prior: float = 1e-4
     """Weight of the mean squared camera correction, per squared pixel (keeps each one
     small)."""
-    gauge_prior: float = 0.1
+    gauge_prior: float = 0.01
     """Weight of the squared mean correction over the views, per squared pixel: moving every
     camera alike (with the volume) explains the silhouettes as well as the truth does, so
     the shared part of the corrections is held at zero."""
