@@ -149,11 +149,12 @@ def camera_errors(cameras: Cameras, reference: Cameras) -> dict[str, float]:
     }
 
 
-def save_volume(path: str | Path, result: FitResult) -> Path:
+def save_volume(path: str | Path, result: FitResult, up: Any = None) -> Path:
     """Write a fit as ``.npz``: ``occupancy``, ``logits`` ``(R, R, R)``, the box and the
     cameras it was fitted with, through :func:`persp3d.datasets.volumes.save_volume` when
     that module is there (else ``occupancy``, ``logits``, ``box_center``, ``box_size``,
-    ``K``, ``R``, ``t``, ``image_size``); ``persp3d check`` and ``persp3d view`` read it."""
+    ``K``, ``R``, ``t``, ``image_size``); ``persp3d check`` and ``persp3d view`` read it.
+    ``up`` (3,), the capture's up direction, goes into the file's meta for the viewer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cams = result.cameras.detach().cpu()
@@ -167,7 +168,11 @@ def save_volume(path: str | Path, result: FitResult) -> Path:
         return Path(
             volumes.save_volume(
                 path, occupancy, result.box, logits=logits, cameras=cams,
-                meta={"source": "persp3d fit", "fit": result.config.to_dict()},
+                meta={
+                    "source": "persp3d fit",
+                    "fit": result.config.to_dict(),
+                    **({} if up is None else {"up": [float(u) for u in np.asarray(up).ravel()]}),
+                },
             )
         )  # fmt: skip
     np.savez_compressed(
@@ -361,7 +366,8 @@ def fit(
             **({"iou_3d": float(iou_3d(ref.occupancy, gt)[0])} if "voxels" in sample else {}),
         }
     out_dir = Path(out) if out is not None else Path(f"fit-{item_id}")
-    save_volume(out_dir / "volume.npz", result)
+    up = sample.get("up")
+    save_volume(out_dir / "volume.npz", result, None if up is None else torch.as_tensor(up).cpu())
     np.savez_compressed(
         out_dir / "visual_hull.npz",
         occupancy=hull[0, 0].numpy().astype(np.uint8),
