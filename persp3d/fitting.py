@@ -63,8 +63,9 @@ def visual_hull(
 
     Args:
         cameras: batch shape ``(V,)``.
-        silhouettes: ``(V, 1, H, W)`` (or ``(V, H, W)``) in ``[0, 1]``; the cameras'
-            intrinsics are rescaled to ``(H, W)`` if their ``image_size`` differs.
+        silhouettes: ``(V, 1, H, W)`` (or ``(V, H, W)``) in ``[0, 1]`` (checked as by
+            :func:`fit_silhouettes`); the cameras' intrinsics are rescaled to ``(H, W)`` if
+            their ``image_size`` differs.
         resolution: ``R`` or ``(D, H, W)`` of the grid over ``box``.
         box: the volume box (default ``VolumeBox()``).
         threshold: silhouette threshold.
@@ -80,7 +81,7 @@ def visual_hull(
     Convention: pixel (row j, column i) is the square ``[i, i + 1) x [j, j + 1)`` of the
     image plane; a centre at ``(u, v)`` falls into pixel ``(floor(v), floor(u))``.
     """
-    sil = object_silhouettes(silhouettes)
+    sil = fit_silhouettes(silhouettes)
     _check_views(cameras, sil)
     if not isinstance(supersample, int) or supersample < 1:
         raise ValueError(f"supersample must be a positive int; got {supersample!r}")

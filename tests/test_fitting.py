@@ -288,6 +288,10 @@ def test_fit_checks_silhouette_values_and_clamps_rounding(car):
     bad[0, 0, 3, 3] = math.nan
     with pytest.raises(ValueError, match="silhouettes must be finite"):
         fit_volume(cams, bad, 16, steps=1)
+    with pytest.raises(ValueError, match="silhouettes must be finite"):
+        visual_hull(cams, bad, 16)
+    with pytest.raises(ValueError, match=r"silhouettes must be in \[0, 1\]"):
+        visual_hull(cams, sil * 255, 16)
     # the projection of a binary volume reaches 1 + 1.2e-7 in some pixels: clamped, no crash
     binary = p3.project(car["voxels"][None], cams, depth_samples=48, mode="absorption")[0]
     rounded = torch.where(binary > 0.5, torch.full_like(binary, 1 + 1.2e-7), binary)
