@@ -274,6 +274,29 @@ def test_depth_order_does_not_matter_to_the_one_volume_walk(mode):
         torch.testing.assert_close(forward, backward, rtol=1e-12, atol=1e-14)
 
 
+def test_kept_absorption_factors_survive_other_calls_and_repeated_backward():
+    """One-volume absorption keeps its samples' factors for its backward pass in reused
+    buffers: graphs alive at once, later forward passes and a second backward pass of the
+    same graph must each see their own."""
+    cams = _cams(n=2, size=(8, 9))
+    volumes = [_sparse_volume(1, seed=s).requires_grad_() for s in (13, 14, 15)]
+    outs = [p3.project(v, cams, depth_samples=21, mode="absorption") for v in volumes]
+    grads = []
+    for v, out in zip(volumes[::-1], outs[::-1]):  # backward in the reverse order
+        (g1,) = torch.autograd.grad(out.square().sum(), v, retain_graph=True)
+        other = p3.project(
+            v.detach().flip(2).requires_grad_(), cams, depth_samples=21, mode="absorption"
+        )
+        other.sum().backward()  # a forward and backward pass in between
+        (g2,) = torch.autograd.grad(out.square().sum(), v)
+        assert torch.equal(g1, g2)
+        grads.append(g1)
+    for v, g in zip(volumes[::-1], grads):
+        naive = p3.project(v, cams, depth_samples=21, mode="absorption", backend="naive")
+        (expected,) = torch.autograd.grad(naive.square().sum(), v)
+        torch.testing.assert_close(g, expected, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("mode", kernels.FUSED_MODES)
 @pytest.mark.parametrize("views", ["one_volume", "per_volume"])
 def test_gradcheck_through_the_one_volume_fast_path(mode, views):

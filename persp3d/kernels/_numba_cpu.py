@@ -476,7 +476,7 @@ def _forward_row(item, vol, origins, dirs, depths, n_views, C, fsize, out, state
 
 @_jit()
 def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, flags, is_max, bnd,
-                  params, zpad, base, blk, wts, zlo_row, zhi_row):  # fmt: skip
+                  params, zpad, base, blk, wts, zlo_row, zhi_row, factors):  # fmt: skip
     """:func:`_forward_row` for one volume per camera group (``NV == 1``), with the skips of
     the module docstring: samples in blocks that cannot matter are not computed, and an
     absorption ray stops once it is opaque to ``params[0]``. The geometry of each chunk of
@@ -502,6 +502,7 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
     zs = depths[g]
     _padded_depths(zs, zpad)  # zpad, base, blk, wts, zlo_row, zhi_row: scratch (forward's)
     Hp32, Wp32, nby32, nbx32 = np.int32(Hp), np.int32(Wp), np.int32(nby), np.int32(nbx)
+    store = factors.shape[0] > 1  # keep each factor 1 - o for the backward pass
     ox, oy, oz = origins[g, 0], origins[g, 1], origins[g, 2]
     _row_clip(ox, oy, oz, dirs[g, j], fW, fH, fD, zlo_row, zhi_row)
     for i in range(w):
@@ -516,6 +517,7 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
         fmin = one
         bounded = True  # every factor so far lies in [0, 1]
         stop = False
+        fbase = ((g * h + j) * w + i) * Dz
         for c0 in range(d_lo, d_hi, _CHUNK):
             c1 = min(c0 + _CHUNK, d_hi)
             _ray_table(zpad, c0, ox, oy, oz, dx, dy, dz, fW, fH, fD, Hp32, Wp32, nby32, nbx32,
@@ -531,6 +533,8 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
                     if bflat[(boff + blk[d]) * 2] < m:  # cannot reach the running max
                         continue
                 elif bflat[(boff + blk[d]) * 2 + 1] < tau:  # 1 - o rounds to 1
+                    if store:
+                        factors[fbase + d] = one
                     continue
                 b = offset + bd
                 s = zero + flat[b] * wts[0, d]
@@ -550,6 +554,8 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
                         cnt += 1
                     continue
                 f = one - s
+                if store:
+                    factors[fbase + d] = f
                 m *= f
                 if f < fmin:
                     rest *= fmin
@@ -589,7 +595,7 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
 
 @_jit(nogil=True)
 def forward(vol, origins, dirs, depths, n_views, C, fsize, out, state, flags, is_max, bnd, params,
-            start, step):  # fmt: skip
+            factors, start, step):  # fmt: skip
     """Max (``is_max``) or ``1 - prod (1 - o)`` along every ray of image rows
     ``start, start + step, ...`` (of ``G * h``); one thread's share of the work.
 
@@ -610,6 +616,9 @@ def forward(vol, origins, dirs, depths, n_views, C, fsize, out, state, flags, is
         params: ``(4,)`` in the volume's dtype: the early-stop threshold ``eps``, the
             magnitude below which ``1 - o`` rounds to 1, ``-inf``, and 1 when every
             camera's depths ascend (else 0).
+        factors: absorption with ``NV == 1``: ``(G * h * w * Dz,)`` receives the factor
+            ``1 - o`` of each sample the walk reaches (the other slots are left alone),
+            which spares the backward pass the sampling; else ``(1,)`` (nothing kept).
         start, step: this thread's rows.
     """
     G, h, w = dirs.shape[0], dirs.shape[1], dirs.shape[2]
@@ -627,7 +636,7 @@ def forward(vol, origins, dirs, depths, n_views, C, fsize, out, state, flags, is
         if one_volume:
             _forward_row1(
                 item, vol, origins, dirs, depths, n_views, fsize, out, state, flags, is_max, bnd,
-                params, zpad, base, blk, wts, zlo_row, zhi_row,
+                params, zpad, base, blk, wts, zlo_row, zhi_row, factors,
             )  # fmt: skip
         else:
             _forward_row(
@@ -938,7 +947,7 @@ def _absorption_backward_block(
 @_jit()
 def _absorption_backward_block1(
     p, vol, origins, dirs, depths, n_views, fsize, gout, n_blocks, gvol, need_cam, g_orig,
-    g_depth, g_dir, bnd, params,
+    g_depth, g_dir, bnd, params, factors,
 ):  # fmt: skip
     """:func:`_absorption_backward_block` for one volume per camera group (``NV == 1``), for
     the rows ``p, p + n_blocks, ...``: each ray is walked as :func:`_forward_row1` walked it
@@ -971,6 +980,7 @@ def _absorption_backward_block1(
     Hp32, Wp32, nby32, nbx32 = np.int32(Hp), np.int32(Wp), np.int32(nby), np.int32(nbx)
     zlo_row = np.empty(w, np.float64)
     zhi_row = np.empty(w, np.float64)
+    stored = factors.shape[0] > 1  # the forward pass kept the factors
     for r in range(p, G * h, n_blocks):
         g = r // h
         j = r - g * h
@@ -994,6 +1004,7 @@ def _absorption_backward_block1(
             bounded = True
             n = 0
             stop = False
+            fbase = ((g * h + j) * w + i) * Dz
             for c0 in range(d_lo, d_hi, _CHUNK):
                 c1 = min(c0 + _CHUNK, d_hi)
                 _ray_table(zpad, c0, ox, oy, oz, dx, dy, dz, fW, fH, fD, Hp32, Wp32, nby32,
@@ -1005,19 +1016,22 @@ def _absorption_backward_block1(
                     didx[n] = d
                     prefix[n] = running
                     n += 1
-                    if bflat[(boff + blk[d]) * 2 + 1] < tau:  # 1 - o rounds to 1
+                    if stored:  # a skipped sample was kept as 1: the same walk
+                        f = factors[fbase + d]
+                    elif bflat[(boff + blk[d]) * 2 + 1] < tau:  # 1 - o rounds to 1
                         factor[n - 1] = one
                         continue
-                    b = c + bd
-                    o = zero + flat[b] * wts[0, d]
-                    o += flat[b + 1] * wts[1, d]
-                    o += flat[b + sy] * wts[2, d]
-                    o += flat[b + sy + 1] * wts[3, d]
-                    o += flat[b + sz] * wts[4, d]
-                    o += flat[b + sz + 1] * wts[5, d]
-                    o += flat[b + sz + sy] * wts[6, d]
-                    o += flat[b + sz + sy + 1] * wts[7, d]
-                    f = one - o
+                    else:
+                        b = c + bd
+                        o = zero + flat[b] * wts[0, d]
+                        o += flat[b + 1] * wts[1, d]
+                        o += flat[b + sy] * wts[2, d]
+                        o += flat[b + sy + 1] * wts[3, d]
+                        o += flat[b + sz] * wts[4, d]
+                        o += flat[b + sz + 1] * wts[5, d]
+                        o += flat[b + sz + sy] * wts[6, d]
+                        o += flat[b + sz + sy + 1] * wts[7, d]
+                        f = one - o
                     factor[n - 1] = f
                     running *= f
                     if f < fmin:
@@ -1090,7 +1104,7 @@ def _absorption_backward_block1(
 @_jit(nogil=True)
 def backward(
     vol, origins, dirs, depths, n_views, C, NV, fsize, out, state, gout, n_blocks, gvol,
-    need_cam, g_orig, g_depth, g_dir, is_max, bnd, params, start, step,
+    need_cam, g_orig, g_depth, g_dir, is_max, bnd, params, factors, start, step,
 ):  # fmt: skip
     """Gradients of :func:`forward` for work items ``start, start + step, ...``.
 
@@ -1117,6 +1131,7 @@ def backward(
             g_dir: ``(G, h, w, NV, 3)`` per-ray gradients (zeros).
         is_max: max (else absorption).
         bnd, params: as :func:`forward` (the bounds are read for ``NV == 1`` only).
+        factors: :func:`forward`'s kept factors (absorption, ``NV == 1``), else ``(1,)``.
         start, step: this thread's work items.
     """
     if not is_max:
@@ -1124,7 +1139,7 @@ def backward(
             if NV == 1:
                 _absorption_backward_block1(
                     p, vol, origins, dirs, depths, n_views, fsize, gout, n_blocks, gvol,
-                    need_cam, g_orig, g_depth, g_dir, bnd, params,
+                    need_cam, g_orig, g_depth, g_dir, bnd, params, factors,
                 )  # fmt: skip
             else:
                 _absorption_backward_block(
@@ -1255,12 +1270,14 @@ def warm_up() -> None:
         bnd = np.zeros((1, 1, 1, 1, 2), dtype)
         bounds(vol, bnd, dtype(0.0), 0, 1)
         params = np.array([0.0, 0.0, -np.inf, 1.0], dtype)
-        forward(vol, origins, dirs, depths, 1, 1, fsize, out, state, flags, True, bnd, params, 0, 1)
+        forward(
+            vol, origins, dirs, depths, 1, 1, fsize, out, state, flags, True, bnd, params, out, 0, 1
+        )
         gvol = np.zeros((1, 1, 3, 3, 3), dtype)
         cams = (np.zeros((1, 1, 3), dtype), np.zeros((1, 1, 1), dtype))
         g_dir = np.zeros((1, 1, 1, 1, 3), dtype)
         backward(
             vol, origins, dirs, depths, 1, 1, 1, fsize, out, state, out, 1, gvol, True, *cams,
-            g_dir, True, bnd, params, 0, 1,
+            g_dir, True, bnd, params, out, 0, 1,
         )  # fmt: skip
         unpad_sum(gvol, volume[0], 0, 1)

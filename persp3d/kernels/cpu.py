@@ -8,7 +8,10 @@ next to :mod:`persp3d.kernels._numba_cpu` (about a second) or, the first time, c
 
 The forward pass keeps per ray only its maximum and the depth index of the sample attaining
 it (or a tie / miss marker), never the samples; the backward pass re-samples that one point
-per ray (tied rays, and absorption, walk their ray again). The kernels run on
+per ray (tied rays, and absorption, walk their ray again). One-volume absorption
+(``NV == 1``, as ``fit_volume`` projects) that needs gradients keeps the factor ``1 - o`` of
+each sample it reaches when its ``G * h * w * D`` slots take at most 128 MiB, so that the
+backward pass walks each ray without sampling it again; the buffers are reused. The kernels run on
 ``torch.get_num_threads()`` threads (the caller's and a small pool; the kernels release the
 GIL). Each thread accumulates the volume gradient of its own work items, so the backward
 pass needs no atomics; the per-block buffers cost at most ``2 * threads`` volumes (capped at
@@ -39,6 +42,7 @@ import math
 import os
 import threading
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -50,6 +54,9 @@ MODES = ("max", "absorption")
 
 # Most bytes the backward pass may spend on per-thread copies of the volume gradient.
 _GRAD_BUFFER_BYTES = 256 << 20
+# Most bytes a one-volume absorption forward pass may keep (one factor per sample slot) to
+# spare its backward pass the sampling; larger calls sample again.
+_FACTOR_BYTES = 128 << 20
 
 _kernels = None
 _import_error: str | None = None
@@ -141,6 +148,33 @@ def _run_threads(kernel, *args) -> None:
         future.result()
 
 
+# Factor buffers given back by backward passes, reused by later forward passes (a fresh
+# buffer of tens of MiB costs its page faults again on every call).
+_spare_factors: list[torch.Tensor] = []
+_spare_lock = threading.Lock()
+
+
+def _factor_buffer(ctx, slots: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(slots,)`` of a spare buffer or a new one, given back when ``ctx`` (the autograd
+    node, alive as long as its graph) is freed: never while a backward pass may read it."""
+    buffer = None
+    with _spare_lock:
+        for k, spare in enumerate(_spare_factors):
+            if spare.dtype == dtype and spare.numel() >= slots:
+                buffer = _spare_factors.pop(k)
+                break
+    if buffer is None:
+        buffer = torch.empty(slots, dtype=dtype)
+    weakref.finalize(ctx, _give_back, buffer)
+    return buffer[:slots]
+
+
+def _give_back(buffer: torch.Tensor) -> None:
+    with _spare_lock:
+        _spare_factors.append(buffer)
+        del _spare_factors[:-2]  # keep the two latest
+
+
 def _numpy(x: torch.Tensor):
     return x.detach().contiguous().numpy()
 
@@ -193,10 +227,19 @@ class _FusedProjection(torch.autograd.Function):
         flags = torch.empty(G * h, dtype=torch.int8)
         geometry = (_numpy(origins), _numpy(directions), _numpy(depths), n_views, C, fsize)
         bnd = _bounds(kernels, packed, volume.dtype)
+        slots = G * h * w * depths.shape[1]
+        keep = (
+            not is_max
+            and nv == 1
+            and any(ctx.needs_input_grad[:4])
+            and slots * volume.element_size() <= _FACTOR_BYTES
+        )
+        factors = _factor_buffer(ctx, slots, volume.dtype) if keep else volume.new_empty(1)
         _run_threads(
             kernels.forward, packed, *geometry, out.view(-1).numpy(), state.numpy(),
-            flags.numpy(), is_max, bnd, _params(depths, volume.dtype),
+            flags.numpy(), is_max, bnd, _params(depths, volume.dtype), factors.numpy(),
         )  # fmt: skip
+        ctx.factors = factors
         ctx.meta = (n_views, per_volume, mode, bool(flags.any()) if is_max else True)
         ctx.save_for_backward(volume, origins, directions, depths, out, state)
         ctx.bounds = bnd
@@ -249,7 +292,7 @@ class _FusedProjection(torch.autograd.Function):
             kernels.backward, packed, _numpy(origins), _numpy(directions), _numpy(depths),
             n_views, C, nv, fsize, out.view(-1).numpy(), state.numpy(), gout, n_blocks, gvol,
             need_cam, g_orig.numpy(), g_depth.numpy(), g_dir.numpy(), is_max, ctx.bounds,
-            _params(depths, volume.dtype),
+            _params(depths, volume.dtype), ctx.factors.numpy(),
         )  # fmt: skip
         grad_volume = grad_o = grad_dir = grad_z = None
         if need_vol:
