@@ -139,6 +139,9 @@ def _parse_command(words: list[str], where: str) -> None:
             ["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, f"README: `make {shlex.join(args)}`: {result.stderr}"
+        for arg in args:  # options handed to `persp3d train` by make train
+            if arg.startswith("TRAIN_ARGS="):
+                _parse_persp3d(["train", *shlex.split(arg.split("=", 1)[1])], where)
     elif program == "torchrun":
         from torch.distributed.run import get_args_parser
 
@@ -165,6 +168,8 @@ def test_every_readme_command_parses():
 def test_a_wrong_option_fails_to_parse():
     with pytest.raises(AssertionError, match="does not parse"):
         _parse_command(["persp3d", "train", "--lr", "3e-4"], "test")
+    with pytest.raises(AssertionError, match="does not parse"):
+        _parse_command(["make", "train", "TRAIN_ARGS=--minutes 3"], "test")
     from persp3d.train.commands import command_overrides
     from persp3d.train.config import load_config
 
