@@ -637,8 +637,18 @@ def fit_volume(
     voxels 0.617, the hull's 0.611.
 
     Camera refinement is scale-free: the corrections are optimised in pixels of image motion
-    at the fit's image size (see :class:`FitConfig`), their learning rate and priors too, so
+    at the fit's image size (see :class:`FitConfig`), their learning rates and priors too, so
     a scene in metres seen through a long lens behaves as a unit scene at 40 degrees does.
+    Measured with default settings (``benchmarks/bench_fitting.py --scales``: 64^3, 12 views
+    of 64 x 64, cameras disturbed by 4.6 px of rotation and 1.8 px of centre motion) on four
+    objects, both as a unit box at distance 2 seen at 40 degrees and as a 0.1 m object at
+    0.65 m seen at 11 degrees away from the origin: the train-view silhouette IoU of the
+    refined fit is within 0.015 of the fit with the true cameras (0.959-0.989 against
+    0.962-0.986; 0.39-0.74 with the disturbed cameras kept), at both scales. The earlier
+    parametrisation (radians and world units) gave 0.65 on the metric car, its centres
+    drifting by 9.6 cm. The refined volume seen through the *true* cameras scores lower
+    (0.61-0.93): moving every camera alike is invisible in the silhouettes, so the part of
+    the error that the views share stays in the result.
 
     Args:
         cameras: batch shape ``(V,)``. ``cameras`` and ``silhouettes`` may also be passed
