@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 
 import pytest
+
+# persp3d before torch: importing it sets OMP_WAIT_POLICY=PASSIVE (see persp3d/__init__.py)
+import persp3d  # noqa: F401
+
+# isort: split
 import torch
 from hypothesis import settings
 
