@@ -112,10 +112,13 @@ class Pipeline(torch.nn.Module):
             FileNotFoundError: no checkpoint there.
             ValueError: the file is not a persp3d training checkpoint.
         """
-        from persp3d.train.checkpoint import load_checkpoint
+        from persp3d.train.checkpoint import load_checkpoint, load_checkpoint_with_fallback
 
         ckpt = resolve_run_checkpoint(path)
-        state = load_checkpoint(ckpt, map_location)
+        if Path(path).is_dir():  # best.pt, or last.pt when best.pt is corrupt (with a warning)
+            state, ckpt = load_checkpoint_with_fallback(path, ("best.pt", "last.pt"), map_location)
+        else:
+            state = load_checkpoint(ckpt, map_location)
         for key in ("model", "config"):
             if key not in state:
                 raise ValueError(f"{ckpt} is not a persp3d training checkpoint (no {key!r})")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from persp3d.losses import silhouette_bce, silhouette_l2, soft_iou_loss, voxel_bce
 from persp3d.metrics import iou_3d, silhouette_scores
 from persp3d.models.occupancy import OccupancyPredictor
-from persp3d.train.checkpoint import load_checkpoint, save_checkpoint
+from persp3d.train.checkpoint import load_checkpoint_with_fallback, save_checkpoint
 from persp3d.train.config import Config
 from persp3d.train.data import (
     InMemorySplit,
@@ -329,8 +329,10 @@ class Trainer:
         }
 
     def _resume(self) -> None:
-        path = self.out / "last.pt"
-        state = load_checkpoint(path, map_location=self.device)
+        # last.pt, or best.pt when last.pt is missing or corrupt (a CheckpointWarning says so)
+        state, path = load_checkpoint_with_fallback(
+            self.out, ("last.pt", "best.pt"), map_location=self.device
+        )
         saved = Config.from_dict(json.loads(state["config"]))
         if saved.model != self.config.model:
             raise ValueError(f"{path} was trained with another model configuration: {saved.model}")
@@ -356,7 +358,9 @@ class Trainer:
             self.config.save(self.out / "config.yaml")
         if self._batches is None:
             self._load_data()
-        writer = _tensorboard(self.out / "tb") if self.main else None
+        # resumed: a new events file whose purge_step hides the old file's steps after it
+        purge = self.step + 1 if self.step else None
+        writer = _tensorboard(self.out / "tb", purge) if self.main else None
         limits = [f"{cfg.max_minutes:g} minutes"] if cfg.max_minutes else []
         limits += [f"{cfg.max_steps} steps"] if cfg.max_steps < 2**31 else []
         limit = " or ".join(limits) or "ever"
@@ -485,12 +489,12 @@ class _Bar:
         self.bar.close()
 
 
-def _tensorboard(path: Path):
+def _tensorboard(path: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # pragma: no cover - tensorboard is pinned; keep training without it
         return None
-    return SummaryWriter(str(path))
+    return SummaryWriter(str(path), purge_step=purge_step)
 
 
 def _truncate_csv(path: Path, step: int) -> None:

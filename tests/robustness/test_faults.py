@@ -454,3 +454,34 @@ def test_a_malicious_yaml_config_never_runs(tmp_path, cli, monkeypatch):
         status, err = cli("train", "--config", path, "--out", tmp_path / "r")
         assert status == 2 and "not a valid YAML" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_resume_and_eval_fall_back_to_the_intact_checkpoint(cli, full_run, tiny_data, tmp_path):
+    """A bit flip in ``last.pt``: ``--resume`` warns, starts from ``best.pt`` and still ends
+    with the uninterrupted run's weights; a truncated ``best.pt``: the pipeline of ``eval``,
+    ``check`` and ``view`` warns and uses ``last.pt``."""
+    import shutil
+
+    from persp3d.train.pipeline import Pipeline
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    best_step = load_checkpoint(run / "best.pt")["step"]
+    _flip(run / "last.pt", 4000)
+    argv = ["train", "--data", tiny_data, "--out", run, "--max-steps", "16", "--no-report"]
+    argv += [a for o in TINY_TRAIN for a in ("--set", o)]
+    status, err = cli(*argv, "--resume")
+    assert status == 0, err
+    assert "warning:" in err and "using best.pt instead" in err and "last.pt" in err
+    assert "Traceback" not in err
+    a, b = load_checkpoint(full_run / "last.pt")["model"], load_checkpoint(run / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), (
+            f"{k} differs after resuming from best.pt (step {best_step})"
+        )
+    assert _steps(run) == _steps(full_run)
+
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:777])
+    with pytest.warns(CheckpointWarning, match="using last.pt instead"):
+        pipeline = Pipeline.from_run(run)
+    assert pipeline.state["step"] == 16
