@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from persp3d.models.occupancy import OccupancyPredictor
@@ -133,6 +134,10 @@ def check_run_folder(out: str | Path, resume: bool) -> None:
     Raises:
         ValueError: ``out`` (or a folder above it) is a regular file; ``out`` holds a run and
             ``resume`` is false; ``resume`` is true and ``out`` holds no checkpoint.
+
+    A folder holding only the logs of a run killed before its first checkpoint (``steps.csv``,
+    ``val.jsonl``, no ``.pt``) is not a run to keep: a new run removes those logs, with a
+    warning, and starts there.
     """
     out = Path(out)
     for part in (out, *out.parents):
@@ -146,11 +151,21 @@ def check_run_folder(out: str | Path, resume: bool) -> None:
                 f"--resume: the run folder {out} {where}; nothing to resume "
                 "(leave out --resume to start a new run there)"
             )
-    elif existing:
+    elif any(name.endswith(".pt") for name in existing):
         raise ValueError(
             f"{out} already holds a run ({', '.join(existing)}); continue it with --resume "
             "or choose a new --out"
         )
+    elif existing:
+        # the logs of a run killed before its first checkpoint: nothing to resume from, and
+        # appending to them would repeat its steps; a new run starts them afresh
+        warnings.warn(
+            f"{out} holds the logs of a run that saved no checkpoint ({', '.join(existing)}); "
+            "starting a new run there",
+            stacklevel=2,
+        )
+        for name in existing:
+            (out / name).unlink()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1322,3 +1322,26 @@ def test_console_script_prints_no_traceback(tmp_path):
 def test_corpus_size():
     """The issue asks for at least 60 kinds of bad input across API, files and CLI."""
     assert len(API) + len(FILES) + 39 >= 60  # 85 + 68 + 39 = 192 at the time of writing
+
+
+def test_a_run_killed_before_its_first_checkpoint_can_start_again(tmp_path):
+    """Logs without a checkpoint hold nothing to resume: a new run removes them (with a
+    warning) instead of refusing or appending to them; a checkpoint still blocks."""
+    import warnings
+
+    from persp3d.train.commands import check_run_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "steps.csv").write_text("step,loss,sil_iou,seconds\n1,0.5,0.1,0.2\n")
+    (run / "val.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ValueError, match="holds no last.pt or best.pt; nothing to resume"):
+        check_run_folder(run, resume=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_run_folder(run, resume=False)
+    assert any("saved no checkpoint" in str(w.message) for w in caught)
+    assert not (run / "steps.csv").exists() and not (run / "val.jsonl").exists()
+    (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="already holds a run"):
+        check_run_folder(run, resume=False)
