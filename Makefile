@@ -32,8 +32,8 @@ else
 RUN ?= runs/default
 MINUTES ?= 20
 TRAIN_ARGS ?= --max-minutes $(MINUTES)
-MAIN_JOB := the procedural shapes (1200 objects, ~4 minutes to make the first time), \
-  $(MINUTES) minutes of self-supervised training, evaluation and the report (~3 minutes)
+MAIN_JOB := the procedural shapes (1200 objects, 0.5-4 minutes to make the first time), \
+  $(MINUTES) minutes of self-supervised training, evaluation and the report (~1 minute)
 endif
 train: setup
 	@echo "make train: $(MAIN_JOB); into $(RUN)/"
