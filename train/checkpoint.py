@@ -144,12 +144,14 @@ def load_checkpoint_with_fallback(
     run_dir: str | os.PathLike,
     prefer: Sequence[str] = ("last.pt", "best.pt"),
     map_location: str | torch.device = "cpu",
+    warn_missing: bool = True,
 ) -> tuple[dict[str, Any], Path]:
     """The first readable checkpoint of a run folder among ``prefer``, and its path.
 
-    A missing, truncated or corrupt file is passed over with a :class:`CheckpointWarning`
-    naming it and the one used instead. Resume prefers ``("last.pt", "best.pt")``,
-    evaluation ``("best.pt", "last.pt")``.
+    A truncated or corrupt file is passed over with a :class:`CheckpointWarning` naming it
+    and the one used instead; so is a missing one unless ``warn_missing`` is false (a run
+    that never validated has no ``best.pt``, and using its ``last.pt`` is expected).
+    Resume prefers ``("last.pt", "best.pt")``, evaluation ``("best.pt", "last.pt")``.
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a folder, or holds none of ``prefer``.
@@ -169,7 +171,7 @@ def load_checkpoint_with_fallback(
         except ValueError as err:
             problems.append(str(err))
             continue
-        if problems:
+        if problems and (warn_missing or not all(p.endswith(": missing") for p in problems)):
             warnings.warn(
                 f"{run_dir}: using {name} instead ({'; '.join(problems)})",
                 CheckpointWarning,

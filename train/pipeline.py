@@ -116,7 +116,9 @@ class Pipeline(torch.nn.Module):
 
         ckpt = resolve_run_checkpoint(path)
         if Path(path).is_dir():  # best.pt, or last.pt when best.pt is corrupt (with a warning)
-            state, ckpt = load_checkpoint_with_fallback(path, ("best.pt", "last.pt"), map_location)
+            state, ckpt = load_checkpoint_with_fallback(
+                path, ("best.pt", "last.pt"), map_location, warn_missing=False
+            )
         else:
             state = load_checkpoint(ckpt, map_location)
         for key in ("model", "config"):
