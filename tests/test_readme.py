@@ -226,7 +226,7 @@ def _stand_ins(root: Path) -> None:
 
     from persp3d.train.cli import main
 
-    write_nerf(root / "data" / "lego", make_rig(6))
+    write_nerf(root / "data" / "lego", make_rig(12))
     args = ["data", "make", "r2n2-layout", "--out", str(root / "data" / "ShapeNet")]
     assert main(_tiny(args)) == 0
 
