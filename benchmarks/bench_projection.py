@@ -202,13 +202,23 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(args: list[str], timeout: float, passive: bool = False) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONUNBUFFERED="1")
+def run_child(
+    args: list[str],
+    timeout: float,
+    passive: bool = False,
+    flag: str = "--child",
+    malloc_threshold: bool = True,
+) -> dict:
+    """Run this script with ``flag`` and ``args`` in a fresh process; its last stdout line
+    is the JSON result (or ``{"skipped": why}``)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if malloc_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", *args],
+            [sys.executable, __file__, flag, *args],
             capture_output=True,
             text=True,
             env=env,
@@ -674,21 +684,8 @@ def run_omp_check(args) -> list[dict]:
 
 
 def run_child_args(args: list[str], timeout: float) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child-kernel", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"timed out after {timeout:.0f} s"}
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["?"])[-1]
-        return {"skipped": f"failed: {last[:120]}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One ``--child-kernel`` measurement (old vs new kernel) in a fresh process."""
+    return run_child(args, timeout, flag="--child-kernel", malloc_threshold=False)
 
 
 def _format(row: dict) -> str:
