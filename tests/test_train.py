@@ -134,9 +134,17 @@ def test_killed_run_resumes_with_the_losses_of_an_uninterrupted_run(tiny_data, t
     from persp3d.train.trainer import Trainer
 
     steps = 10
-    streamed = ["data.workers=2", "data.in_memory=false"]
+    streamed = ["data.workers=2", "data.in_memory=false", "optim.schedule=cosine"]
     full = tmp_path / "full"
-    Trainer(_config(tiny_data, full, f"train.max_steps={steps}", "data.in_memory=true")).fit()
+    Trainer(
+        _config(
+            tiny_data,
+            full,
+            f"train.max_steps={steps}",
+            "data.in_memory=true",
+            "optim.schedule=cosine",
+        )
+    ).fit()
 
     killed = tmp_path / "killed"
     cmd = [
@@ -246,6 +254,29 @@ def test_eval_writes_per_category_report_and_figure(tiny_data, tmp_path):
     for name in ("eval_test.json", "eval_test.md", "eval_test.png"):
         assert (run / name).stat().st_size > 0
     assert "| **overall** | 3 |" in (run / "eval_test.md").read_text()
+
+
+def test_cosine_schedule_runs_from_lr_to_lr_final_over_the_nearer_limit(tiny_data, tmp_path):
+    from persp3d.train.trainer import Trainer
+
+    extra = ["optim.schedule=cosine", "optim.lr=1e-3", "optim.lr_final=0.1"]
+    trainer = Trainer(_config(tiny_data, tmp_path / "a", "train.max_steps=100", *extra))
+    expected = {0: 1e-3, 25: 1e-4 + 9e-4 * (1 + 2**-0.5) / 2, 50: 5.5e-4, 100: 1e-4}
+    for step, lr in expected.items():
+        trainer.step = step
+        assert trainer.learning_rate() == pytest.approx(lr, rel=1e-12)
+    trainer.step, trainer.elapsed = 3, 0.0
+    trainer.config.train.max_minutes = 10.0  # the time budget is nearer than the steps
+    trainer.elapsed = 300.0
+    assert trainer.learning_rate() == pytest.approx(5.5e-4, rel=1e-12)
+    stats = trainer.train_step()
+    assert stats["lr"] == pytest.approx(5.5e-4, rel=1e-12)
+    assert trainer.optimizer.param_groups[0]["lr"] == stats["lr"]
+    constant = Trainer(_config(tiny_data, tmp_path / "b", "train.max_steps=100"))
+    constant.step = 90
+    assert constant.learning_rate() == constant.config.optim.lr
+    with pytest.raises(ValueError, match="optim.schedule must be one of constant, cosine"):
+        Trainer(_config(tiny_data, tmp_path / "c", "optim.schedule=linear"))
 
 
 def test_max_minutes_alone_lifts_the_step_limit():

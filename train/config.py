@@ -61,8 +61,9 @@ class DataConfig:
     in the main process)."""
     in_memory: str = "auto"
     """Hold the training split in memory (``true``), stream it from disk (``false``), or
-    ``auto``: in memory when its images take at most ``in_memory_mb`` (streamed otherwise, so
-    peak memory does not grow with the dataset)."""
+    ``auto``: streamed when ``workers`` > 0 (as fast, in less memory), else in memory when
+    its images take at most ``in_memory_mb`` (streamed otherwise, so peak memory does not
+    grow with the dataset)."""
     in_memory_mb: float = 512.0
     """Size limit in MiB of the ``auto`` in-memory mode (stored bytes of the training split)."""
 
@@ -77,6 +78,12 @@ class OptimConfig:
     """Adam weight decay."""
     grad_clip: float = 5.0
     """Clip the gradient norm to this (0: no clipping)."""
+    schedule: str = "constant"
+    """Learning-rate schedule over the run: ``constant``, or ``cosine`` (from ``lr`` down to
+    ``lr * lr_final`` along a half cosine of the fraction of the run done, the nearer of
+    ``train.max_minutes`` and ``train.max_steps`` deciding, as the progress bar does)."""
+    lr_final: float = 0.05
+    """``cosine``: the last learning rate as a fraction of ``lr``."""
 
 
 @dataclass
@@ -427,6 +434,7 @@ def validate_config(config: Config) -> Config:
     ):
         need(section, name, lambda v, m=maximum: integer(v) and v <= m, f"an integer <= {maximum}")
     need("optim", "lr", lambda v: finite(v) and v > 0, "a finite number > 0")
+    need("optim", "lr_final", lambda v: finite(v) and 0 <= v <= 1, "a number in [0, 1]")
     for section, name in (
         ("optim", "weight_decay"),
         ("optim", "grad_clip"),
@@ -440,6 +448,7 @@ def validate_config(config: Config) -> Config:
         need(section, name, lambda v: finite(v) and v >= 0, "a finite number >= 0")
     for section, name, choices in (
         ("train", "supervision", ("silhouette", "voxel", "both")),
+        ("optim", "schedule", ("constant", "cosine")),
         ("train", "projection_mode", ("max", "absorption", "smooth")),
         ("train", "projection_backend", ("auto", "fused", "reference", "naive")),
         ("data", "input", ("rgb", "silhouette")),

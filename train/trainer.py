@@ -261,6 +261,7 @@ class Trainer:
         loss = sum(v for k, v in terms.items() if not k.startswith("_"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._set_lr()
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
@@ -268,11 +269,26 @@ class Trainer:
         stats = {"loss": float(loss.detach())} | {
             k.lstrip("_"): float(v.detach()) for k, v in terms.items()
         }
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.world > 1:
             t = torch.tensor(list(stats.values()), dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(t)
             stats = dict(zip(stats, (t / self.world).tolist()))
         return stats
+
+    def learning_rate(self) -> float:
+        """The learning rate of the next step under ``optim.schedule``."""
+        optim, cfg = self.config.optim, self.config.train
+        if optim.schedule == "constant":
+            return optim.lr
+        done, _ = progress_text(self.elapsed, self.step, cfg.max_steps, cfg.max_minutes)
+        scale = optim.lr_final + (1.0 - optim.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done))
+        return optim.lr * scale
+
+    def _set_lr(self) -> None:
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     # -- validation ------------------------------------------------------------------------
     def _val_batch(self, index: torch.Tensor, views: torch.Tensor):
