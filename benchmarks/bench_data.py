@@ -32,10 +32,18 @@ the wall-clock objects/s vary by +-40% between identical runs; CPU figures are s
        40000  stream       2     12.3        15.6         1.49     1234        626
 
 Peak memory of the streamed runs grows 3% from 1k to 40k objects (the manifest); in memory
-it is 400 MB more at 1k already. ``--sizes 1000 --steps 20 --repeat 3`` (medians of 3
-interleaved runs): in memory 39.9 objects/s, 13.6 ms CPU per object; streamed without
-workers 51.7 objects/s, 14.2 ms; with 1 worker 62.4, 14.7 ms; with 2 workers 57.0, 15.2
-ms (worker CPU includes starting the workers and reading the validation objects).
+it is 400 MB more at 1k already.
+
+On the same machine quiet (load 1.3, nothing else running), ``--sizes 1000 --steps 20
+--repeat 3`` (medians of 3 interleaved runs, objects/s and the ratio to in memory)::
+
+    in memory          107.1 obj/s   13.3 ms CPU/obj   1330 MB   start 4.9 s
+    streamed, 0 workers 103.5  (0.97)  13.6               938        0.3
+    streamed, 1 worker  107.1  (1.00)  14.7               940 + 450  0.4
+    streamed, 2 workers 111.6  (1.04)  14.7               940 + 450  0.4
+
+so ``data.in_memory: auto`` streams whenever ``data.workers`` > 0 and holds small splits in
+memory only without workers.
 """
 
 from __future__ import annotations

@@ -129,6 +129,10 @@ def test_in_memory_is_chosen_by_size(tiny_data):
     cfg.in_memory_mb = 0.01
     small, why = choose_in_memory(cfg, data)
     assert small is False and "> data.in_memory_mb" in why
+    cfg.in_memory_mb = 512.0
+    cfg.workers = 1  # workers stream as fast as memory: auto streams whatever the size
+    small, why = choose_in_memory(cfg, data)
+    assert small is False and "data.workers is 1" in why
     cfg.in_memory = "false"
     assert choose_in_memory(cfg, data) == (False, "data.in_memory is false")
     cfg.in_memory = "maybe"
