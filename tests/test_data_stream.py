@@ -369,3 +369,67 @@ def test_captures_train_in_their_box_frame_and_stream_like_in_memory(tmp_path):
     assert Pipeline.from_run(out).state["step"] == 2
     val = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert 0.0 <= val[-1]["val_sil_iou"] <= 1.0 and "val_iou_3d" not in val[-1]
+
+
+def test_hull_is_carved_from_all_views_cached_and_holds_the_object(tiny_data, monkeypatch):
+    """The visual-hull target is exactly the set of voxel centres that every view seeing
+    them puts inside its silhouette (checked here by projecting all centres, not through
+    ``visual_hull``), and it is carved once per object and process."""
+    from persp3d.train import data as data_module
+    from persp3d.volume import VolumeBox
+
+    cfg = DataConfig(root=str(tiny_data), kind="folder", voxel_resolution=16)
+    dataset = build_dataset(cfg, "train", progress=False)
+    samples = StepSamples(
+        dataset,
+        seed=0,
+        views_per_step=2,
+        input_kind="rgb",
+        projection_size=8,
+        with_voxels=True,
+        hull_resolution=16,
+    )
+    calls = []
+    real_load = data_module.load_views
+    monkeypatch.setattr(
+        data_module, "load_views", lambda *a, **k: calls.append(a[2]) or real_load(*a, **k)
+    )
+    centres = VolumeBox().voxel_centers((16, 16, 16)).reshape(-1, 3).double()
+    for index in range(4):
+        hull = samples[(index, 0, index)]["hull"]
+        assert hull.shape == (1, 16, 16, 16) and set(hull.unique().tolist()) <= {0.0, 1.0}
+        full = real_load(dataset, index, range(6), with_voxels=True)
+        voxels = full["voxels"][0] > 0.5
+        assert 0 < hull.sum() < 16**3 and (hull[0] > 0.5)[voxels].float().mean() > 0.6
+        expected = torch.ones(16**3, dtype=torch.bool)
+        for v in range(6):
+            uv, depth = full["cameras"][v].project(centres)
+            col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+            seen = (depth > 0) & (col >= 0) & (col < 16) & (row >= 0) & (row < 16)
+            sil = full["silhouettes"][v, 0]
+            filled = sil[row.clamp(0, 15), col.clamp(0, 15)] > 0.5
+            expected &= filled | ~seen
+        assert torch.equal(hull.reshape(-1) > 0.5, expected)
+        again = samples[(index, 5, 1)]["hull"]
+        assert torch.equal(again, hull)
+    # one read of all 6 views per object for its hull, then only the step's 3 views
+    assert sum(len(list(v)) == 6 for v in calls) == 4
+    plain = StepSamples(
+        dataset, seed=0, views_per_step=2, input_kind="rgb", projection_size=8, with_voxels=False
+    )
+    assert "hull" not in plain[(0, 0, 0)]
+
+
+def test_validation_subset_is_spread_over_every_category(tiny_data):
+    """A split sorted by category: its first objects are all chairs; ``spread`` picks
+    objects of both categories, remembers their indices, and reads the same samples."""
+    cfg = DataConfig(root=str(tiny_data), kind="folder", voxel_resolution=16)
+    train = build_dataset(cfg, "train", progress=False)
+    first = InMemorySplit.from_dataset(train, 4)
+    spread = InMemorySplit.from_dataset(train, 4, spread=True)
+    assert set(first.categories) == {"chair"} and set(spread.categories) == {"chair", "mug"}
+    n = len(train)
+    assert spread.indices.tolist() == [0, n // 4, n // 2, 3 * n // 4]
+    for row, index in enumerate(spread.indices.tolist()):
+        assert spread.ids[row] == train[index]["id"]
+        assert torch.equal(spread.voxels[row], (train[index]["voxels"] * 255).round().byte())

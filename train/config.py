@@ -118,6 +118,11 @@ class TrainConfig:
     """Weight of the silhouette binary cross-entropy."""
     loss_iou: float = 1.0
     """Weight of the soft-IoU silhouette loss."""
+    loss_hull: float = 1.0
+    """Weight of the visual-hull loss (supervision ``silhouette`` or ``both``): the BCE of
+    the occupancy against the visual hull carved from the silhouettes of all the object's
+    views, a dense per-voxel target made from silhouettes and cameras alone (no 3D labels);
+    it reaches where the projection loss's max passes no gradient. 0: off."""
     loss_voxel: float = 1.0
     """Weight of the voxel BCE (supervision ``voxel`` or ``both``)."""
     eval_every: int = 200
@@ -127,7 +132,8 @@ class TrainConfig:
     log_every: int = 20
     """Write scalars every this many steps (images every 10x)."""
     val_objects: int = 64
-    """Validation objects evaluated at each validation."""
+    """Validation objects evaluated at each validation (spread evenly over the split, so
+    every category is in it)."""
     device: str = "cpu"
     """``cpu`` or ``cuda``."""
     amp: bool = False
@@ -442,6 +448,7 @@ def validate_config(config: Config) -> Config:
         ("train", "loss_l2"),
         ("train", "loss_bce"),
         ("train", "loss_iou"),
+        ("train", "loss_hull"),
         ("train", "loss_voxel"),
         ("data", "in_memory_mb"),
     ):

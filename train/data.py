@@ -330,10 +330,15 @@ class InMemorySplit(torch.utils.data.Dataset):
     """A split held in memory: ``images (N, V, 3, H, W)`` and ``silhouettes (N, V, 1, H, W)``
     uint8, cameras ``K, R (N, V, 3, 3)``, ``t (N, V, 3)`` float32, ``voxels (N, 1, R, R, R)``
     uint8 (or None). Its items are samples as the source dataset's (see
-    :mod:`persp3d.datasets.sample`), quantised to 8 bits like the stored datasets."""
+    :mod:`persp3d.datasets.sample`), quantised to 8 bits like the stored datasets;
+    ``indices (N,)`` are their indices in the source dataset."""
 
-    def __init__(self, images, silhouettes, K, R, t, image_size, voxels, categories, ids) -> None:
+    def __init__(
+        self, images, silhouettes, K, R, t, image_size, voxels, categories, ids, indices=None
+    ) -> None:
         self.images, self.silhouettes = images, silhouettes
+        n = images.shape[0]
+        self.indices = torch.arange(n) if indices is None else torch.as_tensor(indices).long()
         self.K, self.R, self.t = K, R, t
         self.image_size = tuple(image_size)
         self.voxels = voxels
@@ -341,18 +346,28 @@ class InMemorySplit(torch.utils.data.Dataset):
 
     @classmethod
     def from_dataset(
-        cls, dataset, limit: int | None = None, say=None, what: str = "split", workers: int = 0
+        cls,
+        dataset,
+        limit: int | None = None,
+        say=None,
+        what: str = "split",
+        workers: int = 0,
+        spread: bool = False,
     ) -> InMemorySplit:
-        """The first ``limit`` samples of ``dataset`` (all by default), read by ``workers``
-        processes (0: this one); ``say`` reports progress every 500 objects."""
+        """``limit`` samples of ``dataset`` (all by default): the first ones, or with
+        ``spread`` ones evenly spread over it (every category of a split sorted by category);
+        read by ``workers`` processes (0: this one); ``say`` reports progress every 500."""
         n = len(dataset) if limit is None else min(int(limit), len(dataset))
         if n == 0:
             raise ValueError(f"{dataset!r} holds no samples")
-        samples = iter(range(n))
+        chosen = list(range(n))
+        if spread and n < len(dataset):
+            chosen = [(i * len(dataset)) // n for i in range(n)]
+        samples = iter(chosen)
         if workers > 0 and n > 1:
             samples = iter(
                 torch.utils.data.DataLoader(
-                    torch.utils.data.Subset(dataset, range(n)),
+                    torch.utils.data.Subset(dataset, chosen),
                     batch_size=None,
                     num_workers=int(workers),
                     worker_init_fn=_worker_init,
@@ -384,7 +399,7 @@ class InMemorySplit(torch.utils.data.Dataset):
             ids.append(s["id"])
             if say is not None and (i + 1) % 500 == 0:
                 say(f"  read {i + 1}/{n} objects of the {what}")
-        return cls(images, sils, K, R, t, cams.image_size, voxels, cats, ids)
+        return cls(images, sils, K, R, t, cams.image_size, voxels, cats, ids, chosen)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -587,7 +602,9 @@ class StepSamples(torch.utils.data.Dataset):
 
     Item: ``input (C_in, H, W)`` float32 (RGB or silhouette, per ``input_kind``),
     ``silhouettes (k, 1, s, s)``, camera parameters ``K, R (k, 3, 3)``, ``t (k, 3)`` of the
-    supervising views at image size ``(H, W)``, ``voxels (1, R, R, R)`` if ``with_voxels``.
+    supervising views at image size ``(H, W)``, ``voxels (1, R, R, R)`` if ``with_voxels``,
+    ``hull (1, R', R', R')`` if ``hull_resolution`` ``R'`` > 0: the visual hull carved from
+    the silhouettes of all the object's views (:meth:`hull`; no 3D labels).
     """
 
     def __init__(
@@ -600,6 +617,7 @@ class StepSamples(torch.utils.data.Dataset):
         projection_size: int,
         with_voxels: bool,
         n_views: int | None = None,
+        hull_resolution: int = 0,
     ) -> None:
         self.dataset = dataset
         self.seed = int(seed)
@@ -609,9 +627,30 @@ class StepSamples(torch.utils.data.Dataset):
         self.input_kind = input_kind
         self.projection_size = int(projection_size)
         self.with_voxels = with_voxels
+        self.hull_resolution = int(hull_resolution)
+        self._hulls: dict[int, np.ndarray] = {}  # index -> packed bits (per process)
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def hull(self, index: int) -> torch.Tensor:
+        """``(1, R, R, R)`` float 0/1: the visual hull of object ``index`` carved at
+        ``hull_resolution`` from the silhouettes of all its views
+        (:func:`persp3d.fitting.visual_hull`; a view that does not see a point says nothing
+        about it, as in the projection loss). Computed on first use and kept, a bit per
+        voxel, by each process (4 KiB per object at 32^3)."""
+        R = self.hull_resolution
+        packed = self._hulls.get(index)
+        if packed is None:
+            from persp3d.fitting import visual_hull
+
+            sample = load_views(self.dataset, index, range(self.n_views), with_voxels=False)
+            sil = sample["silhouettes"].float()
+            hull = visual_hull(sample["cameras"], sil, R, keep_outside=True)  # (1, 1, R, R, R)
+            packed = np.packbits(hull.reshape(-1).numpy() > 0.5)
+            self._hulls[index] = packed
+        bits = np.unpackbits(packed, count=R**3).astype(np.float32)
+        return torch.from_numpy(bits).reshape(1, R, R, R)
 
     def draw(self, step: int, slot: int) -> tuple[int, list[int]]:
         """The input view and the supervising views of ``slot`` at ``step``."""
@@ -642,6 +681,8 @@ class StepSamples(torch.utils.data.Dataset):
             if "voxels" not in sample:
                 raise ValueError("voxel supervision needs ground-truth voxels in the dataset")
             item["voxels"] = sample["voxels"]
+        if self.hull_resolution:
+            item["hull"] = self.hull(int(index))
         return item
 
 

@@ -187,7 +187,9 @@ class Trainer:
             self.say(f"data: streaming the training split from disk ({why})")
         self.train_data = train_set
         self.say(f"data: reading {min(cfg.val_objects, len(val_set))} validation objects")
-        self.val_data = InMemorySplit.from_dataset(val_set, cfg.val_objects, workers=data.workers)
+        self.val_data = InMemorySplit.from_dataset(
+            val_set, cfg.val_objects, workers=data.workers, spread=True
+        )
         self.samples = StepSamples(
             train_set,
             seed=cfg.seed,
@@ -195,8 +197,13 @@ class Trainer:
             input_kind=data.input,
             projection_size=cfg.projection_size,
             with_voxels=cfg.supervision in ("voxel", "both"),
+            hull_resolution=self.config.model.resolution if self._uses_hull() else 0,
         )
         self._open_batches()
+
+    def _uses_hull(self) -> bool:
+        cfg = self.config.train
+        return cfg.loss_hull > 0 and cfg.supervision in ("silhouette", "both")
 
     def _open_batches(self) -> None:
         cfg, data = self.config.train, self.config.data
@@ -225,9 +232,11 @@ class Trainer:
         self._batches = None  # stops the workers
 
     # -- one step --------------------------------------------------------------------------
-    def losses(self, logits, sil, cams, voxels) -> dict[str, torch.Tensor]:
+    def losses(self, logits, sil, cams, voxels, hull=None) -> dict[str, torch.Tensor]:
         cfg = self.config.train
         out: dict[str, torch.Tensor] = {}
+        if hull is not None and self._uses_hull():
+            out["hull"] = cfg.loss_hull * voxel_bce(logits, hull)
         if cfg.supervision in ("silhouette", "both"):
             pred = self.transformer(torch.sigmoid(logits), cams)  # (B, k, 1, s, s)
             if cfg.loss_l2:
@@ -253,11 +262,12 @@ class Trainer:
         sil = batch["silhouettes"].to(to, non_blocking=True)  # (B, k, 1, s, s)
         cams = batch_cameras(batch).to(to)  # (B, k)
         voxels = batch["voxels"].to(to, non_blocking=True) if "voxels" in batch else None
+        hull = batch["hull"].to(to, non_blocking=True) if "hull" in batch else None
         with torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda"
         ):
             logits = self.net(image)
-        terms = self.losses(logits.float(), sil, cams, voxels)
+        terms = self.losses(logits.float(), sil, cams, voxels, hull)
         loss = sum(v for k, v in terms.items() if not k.startswith("_"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -296,7 +306,8 @@ class Trainer:
         object), silhouettes ``(B, k, 1, s, s)`` and cameras ``(B, k)`` of ``views``."""
         data, s = self.val_data, self.config.train.projection_size
         source = data.images if self.config.data.input == "rgb" else data.silhouettes
-        inputs = source[index, default_input_view(index, data.n_views)]  # (B, C_in, H, W) uint8
+        view = default_input_view(data.indices[index], data.n_views)  # as eval picks it
+        inputs = source[index, view]  # (B, C_in, H, W) uint8
         rows = index[:, None].expand_as(views)
         sil = data.silhouettes[rows, views].float() / 255.0  # (B, k, 1, H, W)
         B, k, _, H, W = sil.shape
