@@ -272,7 +272,9 @@ def test_cosine_schedule_runs_from_lr_to_lr_final_over_the_nearer_limit(tiny_dat
     stats = trainer.train_step()
     assert stats["lr"] == pytest.approx(5.5e-4, rel=1e-12)
     assert trainer.optimizer.param_groups[0]["lr"] == stats["lr"]
-    constant = Trainer(_config(tiny_data, tmp_path / "b", "train.max_steps=100"))
+    constant = Trainer(
+        _config(tiny_data, tmp_path / "b", "train.max_steps=100", "optim.schedule=constant")
+    )
     constant.step = 90
     assert constant.learning_rate() == constant.config.optim.lr
     with pytest.raises(ValueError, match="optim.schedule must be one of constant, cosine"):
