@@ -391,7 +391,10 @@ class Trainer:
         limits = [f"{cfg.max_minutes:g} minutes"] if cfg.max_minutes else []
         limits += [f"{cfg.max_steps} steps"] if cfg.max_steps < 2**31 else []
         limit = " or ".join(limits) or "ever"
-        self.say(f"training for {limit} (the first steps compile the projection kernels)")
+        first = "the first steps compile the projection kernels"
+        if self._uses_hull():
+            first += "; the first pass over the data also carves each object's visual hull"
+        self.say(f"training for {limit} ({first})")
         bar = _Bar(cfg, self.step, self.elapsed) if self.main and cfg.progress else None
         steps_file = None
         if self.main:
