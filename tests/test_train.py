@@ -289,6 +289,7 @@ def test_hull_loss_pulls_the_prediction_onto_the_visual_hull(tiny_data, tmp_path
     from persp3d.train.trainer import Trainer
 
     only_hull = ["train.loss_l2=0", "train.loss_iou=0", "optim.lr=3e-3", "train.max_steps=40"]
+    only_hull += ["optim.schedule=constant"]  # the full rate for all 40 steps
     trainer = Trainer(_config(tiny_data, tmp_path / "a", *only_hull))
     batch = trainer._next_batch()
     assert batch["hull"].shape == (4, 1, 16, 16, 16)
