@@ -320,6 +320,21 @@ def _table_value(flat, c, sx, sy, sz, wts, q, zero):
 
 
 @_jit()
+def _sample_value(flat, b, sy, sz, wts, d, zero):
+    """Value of ray sample ``d`` (weights ``wts[:, d]``) of the volume whose floor corner is
+    at ``flat[b]`` (x stride 1)."""
+    s = zero + flat[b] * wts[0, d]
+    s += flat[b + 1] * wts[1, d]
+    s += flat[b + sy] * wts[2, d]
+    s += flat[b + sy + 1] * wts[3, d]
+    s += flat[b + sz] * wts[4, d]
+    s += flat[b + sz + 1] * wts[5, d]
+    s += flat[b + sz + sy] * wts[6, d]
+    s += flat[b + sz + sy + 1] * wts[7, d]
+    return s
+
+
+@_jit()
 def _plane(g, k, n_views, C, NV):
     """Index of image ``(b, v, c)`` in the ``(B, V, C)`` images of ray ``(g, k)``."""
     if NV == C:  # per-volume views (g = b * V + v, k = c), or a single volume
@@ -536,15 +551,7 @@ def _forward_row1(item, vol, origins, dirs, depths, n_views, fsize, out, state, 
                     if store:
                         factors[fbase + d] = one
                     continue
-                b = offset + bd
-                s = zero + flat[b] * wts[0, d]
-                s += flat[b + 1] * wts[1, d]
-                s += flat[b + sy] * wts[2, d]
-                s += flat[b + sy + 1] * wts[3, d]
-                s += flat[b + sz] * wts[4, d]
-                s += flat[b + sz + 1] * wts[5, d]
-                s += flat[b + sz + sy] * wts[6, d]
-                s += flat[b + sz + sy + 1] * wts[7, d]
+                s = _sample_value(flat, offset + bd, sy, sz, wts, d, zero)
                 if is_max:
                     if s > m:
                         m = s
@@ -1022,15 +1029,7 @@ def _absorption_backward_block1(
                         factor[n - 1] = one
                         continue
                     else:
-                        b = c + bd
-                        o = zero + flat[b] * wts[0, d]
-                        o += flat[b + 1] * wts[1, d]
-                        o += flat[b + sy] * wts[2, d]
-                        o += flat[b + sy + 1] * wts[3, d]
-                        o += flat[b + sz] * wts[4, d]
-                        o += flat[b + sz + 1] * wts[5, d]
-                        o += flat[b + sz + sy] * wts[6, d]
-                        o += flat[b + sz + sy + 1] * wts[7, d]
+                        o = _sample_value(flat, c + bd, sy, sz, wts, d, zero)
                         f = one - o
                     factor[n - 1] = f
                     running *= f
